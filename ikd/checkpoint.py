@@ -1,0 +1,45 @@
+"""Self-contained checkpoints: weights, recipe, vocabulary and BPE codes in one file, written atomically
+and loaded without executing pickled code (torch.load(weights_only=True))."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ikd.errors import IkdError
+from ikd.fileio import atomic_path
+
+FORMAT = "ikd-checkpoint-1"
+
+# Keys of a checkpoint (a plain dict of tensors, numbers, strings, lists and dicts):
+#   format      FORMAT
+#   model       the model's state_dict (generator and student included)
+#   recipe      the resolved recipe as a dict (ikd.recipe.Recipe.to_dict())
+#   vocab       the joint vocabulary's token list, specials first
+#   bpe_codes   the text of the subword-nmt codes file ("" when the data had no BPE step)
+#   src, tgt    language codes
+#   epoch, updates
+#   train_state (optional, absent from averaged checkpoints) optimiser, scheduler, scaler, RNG, early stopping
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a truncated checkpoint."""
+    payload = {"format": FORMAT, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise IkdError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file, or one that needs pickled code
+        raise IkdError(f"{path}: not a readable ikd checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise IkdError(f"{path}: not an ikd checkpoint (expected format {FORMAT})")
+    return payload

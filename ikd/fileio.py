@@ -1,0 +1,84 @@
+"""File helpers: atomic writes and strict line reading with errors that name file and line."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ikd.errors import IkdError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds.
+
+    A crash or kill leaves either the old file or none, never a half-written one that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_lines(path: str | os.PathLike, lines: list[str]) -> None:
+    """Write one line per item, each ending in a newline."""
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_lines(path: str | os.PathLike, allow_empty: bool = False) -> list[str]:
+    """Read a UTF-8 text file (optionally .gz) into lines without their newline.
+
+    Raises IkdError naming the file and 1-based line for non-UTF-8 bytes or, unless `allow_empty`,
+    for empty (whitespace-only) lines.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IkdError(f"{path}: file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            text = line.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise IkdError(f"{path}:{number}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        if not allow_empty and not text.strip():
+            raise IkdError(f"{path}:{number}: empty line")
+        out.append(text)
+    return out

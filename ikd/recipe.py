@@ -1,0 +1,199 @@
+"""Training recipes: typed sections, YAML loading with validation, and `--set a.b=c` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ikd.errors import IkdError
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/toy"  # prepared data folder (ikd prepare + ikd bpe); relative to the working directory
+    src: str = "en"
+    tgt: str = "de"
+    train_split: str = "train"
+    valid_split: str = "val"
+    max_len: int = 250  # BPE tokens per sentence, EOS included; longer training pairs are an error...
+    skip_overlong: bool = False  # ...unless this is set, which drops them and reports how many
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 128
+    heads: int = 4
+    ffn: int = 256
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    dropout: float = 0.3
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    norm: Literal["pre", "post"] = "pre"
+    max_positions: int = 1024
+    kv_source: Literal["embedding", "states"] = "embedding"  # keys/values of the multimodal encoder layers
+    token_layout: Literal["spatial", "raw"] = "spatial"  # m -> pseudo-tokens: H*W regions, or the authors' view
+    text_only: bool = False  # baseline: no generator, no pseudo-tokens, no KD
+    text_queries: bool = True  # False = paper Table 5 "w/o text feat.": queries are the pseudo-tokens only
+
+
+@dataclass
+class VisionConfig:
+    backbone: Literal["resnet50", "vgg19", "alexnet"] = "resnet50"
+    teacher_weights: str = "none"  # torchvision weights name (e.g. IMAGENET1K_V1), a local file, or none
+    image_size: int = 224  # the teacher's input size; prepared images are resized to it if they differ
+
+
+@dataclass
+class KDConfig:
+    grain: Literal["model", "block", "layer", "image"] = "model"  # image = image-space loss only
+    distance: Literal["l2", "l1", "linf", "cosine", "kl"] = "l2"
+    lambda_irm: float = 1.0  # IrM-KD weight (eq. 7); 0 = "w/o IrM-KD"
+    lambda_iam: float = 1.0  # IaM-KD weight (eq. 8); 0 = "w/o IaM-KD"
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/toy"  # run folder: checkpoints, metrics.jsonl, recipe.yaml
+    seed: int = 1
+    max_tokens: int = 1024  # per batch: sentences x max(src, tgt) length, as fairseq counts
+    batch_multiple: int = 8
+    lr: float = 0.004
+    warmup_updates: int = 2000
+    warmup_init_lr: float = 1e-7
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    clip_norm: float = 25.0  # 0 disables clipping
+    max_epochs: int = 200
+    max_updates: int = 70000
+    patience: int = 10  # epochs without a better validation loss before stopping; 0 disables
+    keep_last: int = 10  # epoch checkpoints kept on disk
+    average_last: int = 10  # epoch checkpoints averaged into average.pt at the end (paper: 10); 0 disables
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where supported on CUDA, off on CPU
+    channels_last: bool = True
+    compile: bool = False
+    log_every: int = 50
+    valid_bleu: bool = True
+    valid_beam: int = 1  # 1 = greedy
+    valid_max_sentences: int = 0  # 0 = the whole validation split
+
+
+@dataclass
+class Recipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train"]["adam_betas"] = list(d["train"]["adam_betas"])
+        return d
+
+
+def _check_value(value: Any, annotation: Any, where: str) -> Any:
+    """Return `value` converted to `annotation`, or raise IkdError naming `where`."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise IkdError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise IkdError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation {annotation}")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise IkdError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise IkdError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise IkdError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise IkdError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation}")
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a nested dict against the Recipe sections. Unknown keys and wrong types are errors
+    naming the key and `source` (the file)."""
+    if not isinstance(raw, dict):
+        raise IkdError(f"{source}: a recipe is a mapping of sections ({', '.join(_sections())})")
+    sections = {}
+    for name, cls in _sections().items():
+        values = raw.get(name, {}) or {}
+        if not isinstance(values, dict):
+            raise IkdError(f"{source}: section '{name}' must be a mapping")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in hints:
+                known = ", ".join(hints)
+                raise IkdError(f"{source}: unknown key '{name}.{key}' (known keys of '{name}': {known})")
+            kwargs[key] = _check_value(value, hints[key], f"{source}: {name}.{key}")
+        sections[name] = cls(**kwargs)
+    for name in raw:
+        if name not in sections:
+            raise IkdError(f"{source}: unknown section '{name}' (known: {', '.join(_sections())})")
+    return Recipe(**sections)
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Recipe)}  # type: ignore[misc]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings (values parsed as YAML) to a raw recipe dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise IkdError(f"--set {item!r}: expected section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise IkdError(f"--set {item!r}: expected section.key=value, e.g. kd.distance=l1")
+        section, key = parts
+        value = yaml.safe_load(text) if text.strip() else ""
+        node = raw.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise IkdError(f"--set {item!r}: section '{section}' is not a mapping")
+        node[key] = value
+    return raw
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise IkdError(f"{path}: recipe not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise IkdError(f"{path}: not valid YAML: {e}") from None
+    apply_overrides(raw, overrides or [])
+    return recipe_from_dict(raw, source=str(path))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Data fixtures (owner: data work): prepared toy data sets for tests."""

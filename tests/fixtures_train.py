@@ -1,0 +1,1 @@
+"""Trained-model fixtures (owner: training work): tiny checkpoints for tests."""
