@@ -47,7 +47,7 @@ class ModelConfig:
 
 @dataclass
 class VisionConfig:
-    backbone: Literal["resnet50", "vgg19", "alexnet"] = "resnet50"
+    backbone: Literal["resnet50", "resnet18", "vgg19", "alexnet"] = "resnet50"  # resnet18: small, for CPU runs
     teacher_weights: str = "none"  # torchvision weights name (e.g. IMAGENET1K_V1), a local file, or none
     image_size: int = 224  # the teacher's input size; prepared images are resized to it if they differ
 

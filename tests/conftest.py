@@ -13,7 +13,7 @@ from fixtures_train import *  # noqa: F403
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 OpenMP threads on 2 shared cores burn CPU without speed-up
 
 
 @pytest.fixture(scope="session")

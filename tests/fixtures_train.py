@@ -1,1 +1,82 @@
-"""Trained-model fixtures (owner: training work): tiny checkpoints for tests."""
+"""Trained-model fixtures (owner: training work): tiny checkpoints for tests.
+
+`toy_checkpoint`: a small IKD model (ResNet-18 random teacher at 32 px, d_model 64, 2+2 layers) trained for a
+few epochs on the `toy_data` fixture; the path of its averaged, self-contained checkpoint
+(RUN/checkpoint_average.pt; RUN also holds checkpoint_last.pt with train_state, checkpoint_best.pt,
+metrics.jsonl and recipe.yaml). Session-scoped: do not modify the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_RECIPE = REPO / "recipes" / "toy.yaml"
+
+# A model small enough for tests (a few seconds per epoch of the 300-sentence toy set on 2 cores).
+TINY_MODEL = [
+    "model.d_model=32",
+    "model.heads=2",
+    "model.ffn=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "model.dropout=0.1",
+    "vision.image_size=32",
+]
+FIXTURE_MODEL = [
+    "model.d_model=64",
+    "model.heads=4",
+    "model.ffn=128",
+    "model.encoder_layers=2",
+    "model.decoder_layers=2",
+    "model.dropout=0.1",
+    "vision.image_size=32",
+]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Train with one torch thread: on a shared 2-core machine OpenMP threads that spin-wait for a busy core
+    make a step several times slower; one thread is steady (and makes runs bitwise comparable)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def toy_recipe(data_dir: str | Path, *overrides: str, source: Path = TOY_RECIPE):
+    """recipes/toy.yaml (or `source`) with data.dir=data_dir and `section.key=value` overrides applied."""
+    from ikd.recipe import apply_overrides, recipe_from_dict
+
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    apply_overrides(raw, [f"data.dir={data_dir}", *overrides])
+    return recipe_from_dict(raw, str(source))
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of RUN/checkpoint_average.pt of a short toy run (about 20-40 s on 2 cores)."""
+    from ikd.train.trainer import train
+
+    out = tmp_path_factory.mktemp("toy_run") / "run"
+    recipe = toy_recipe(
+        toy_data,
+        *FIXTURE_MODEL,
+        "train.max_epochs=6",
+        "train.lr=0.003",
+        "train.warmup_updates=10",
+        "train.valid_bleu=false",
+        "train.keep_last=2",
+        "train.average_last=2",
+    )
+    with one_thread():
+        train(recipe, out=out, device="cpu", progress=False, report=lambda _msg: None)
+    return out / "checkpoint_average.pt"

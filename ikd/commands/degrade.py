@@ -1,9 +1,307 @@
-"""`ikd degrade`."""
+"""`ikd degrade color|entity`: mask colour words or visually depictable entities in source text (paper
+Table 6), in single files or in a whole prepared data folder."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+HELP = """Degrade source text for the probes of the paper's Table 6: colour words or entities become a mask
+token. Works on single files (--input/--output) or a whole prepared data folder (--data/--out: every split's
+source text masked, targets copied, images linked, manifest updated; then run `ikd bpe` and `ikd train` on it)."""
+
+_MASK_HELP = "Mask token; one token without spaces. The BPE step keeps it whole ([U] is in its glossary)."
+
+
+def _target(data: Path | None, out: Path | None, input_: Path | None, output: Path | None) -> str:
+    from ikd.errors import IkdError
+
+    if data is not None or out is not None:
+        if input_ is not None or output is not None:
+            raise IkdError("give either --data and --out (a prepared folder) or --input and --output (one file)")
+        if data is None or out is None:
+            raise IkdError("--data and --out go together: the prepared folder and the new folder to write")
+        return "folder"
+    if input_ is None or output is None:
+        raise IkdError("give --data DATA --out NEWDATA (a prepared folder) or --input FILE --output FILE")
+    return "file"
+
+
+def _report(
+    title: str,
+    rows: dict[str, Any],
+    extra: dict[str, list[int]] | None = None,
+    as_json: bool = False,
+    folder: Path | None = None,
+) -> None:
+    """rows: name -> MaskCount. Prints a rich table (and the JSON when asked)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ikd.probes.degrade import MaskCount
+
+    console = Console()
+    table = Table(title=title)
+    for column in ("file", "lines", "lines masked", "masked tokens", "tokens", "masked %"):
+        table.add_column(column, justify="left" if column == "file" else "right", overflow="fold")
+    if extra:
+        table.add_column("unmatched lines", justify="right")
+    total = MaskCount()
+    for name, count in rows.items():
+        total = total.add(count)
+        cells = [name, str(count.lines), str(count.lines_masked), str(count.masked), str(count.tokens)]
+        cells.append(f"{count.percent:.2f}")
+        if extra:
+            cells.append(str(len(extra.get(name, []))))
+        table.add_row(*cells)
+    if len(rows) > 1:
+        cells = ["total", str(total.lines), str(total.lines_masked), str(total.masked), str(total.tokens)]
+        cells.append(f"{total.percent:.2f}")
+        if extra:
+            cells.append(str(sum(len(v) for v in extra.values())))
+        table.add_row(*cells, style="bold")
+    console.print(table)
+    if folder is not None:
+        console.print(f"wrote {folder}; next: ikd bpe --data {folder}, then train on it", highlight=False)
+    if as_json:
+        payload = {name: count.to_dict() for name, count in rows.items()}
+        if extra:
+            for name, lines in extra.items():
+                payload[name]["unmatched_lines"] = lines
+        print(json.dumps(payload, indent=2))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this command to the app (filled in by the degrade work)."""
+    sub = typer.Typer(help=HELP, no_args_is_help=True)
+    app.add_typer(sub, name="degrade")
+
+    @sub.command("color")
+    def color(
+        words: Path | None = typer.Option(
+            None, "--words", help="Word list, one per line (default: the toolkit's built-in English colour terms)."
+        ),
+        mask: str = typer.Option("[U]", "--mask", help=_MASK_HELP),
+        data: Path | None = typer.Option(None, "--data", help="Prepared data folder to degrade (every split)."),
+        out: Path | None = typer.Option(None, "--out", help="New prepared data folder to write (with --data)."),
+        lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
+        input_: Path | None = typer.Option(None, "--input", help="One tokenised text file to degrade."),
+        output: Path | None = typer.Option(None, "--output", help="Where to write the degraded file (with --input)."),
+        as_json: bool = typer.Option(False, "--json", help="Also print the counts as JSON."),
+    ) -> None:
+        """Mask colour words (whole tokens, case-insensitive) by the mask token."""
+        from ikd.probes.degrade import (
+            BUILTIN_COLOURS,
+            ColourMasker,
+            check_mask_token,
+            degrade_file,
+            degrade_folder,
+            load_word_list,
+        )
+
+        check_mask_token(mask)
+        mode = _target(data, out, input_, output)
+        word_set = load_word_list(words) if words is not None else BUILTIN_COLOURS
+        masker = ColourMasker(word_set)
+        source = str(words) if words is not None else "builtin"
+        if mode == "file":
+            count = degrade_file(input_, output, masker, mask)
+            _report(f"colour words ({source}, {len(word_set)} words) -> {mask}", {str(input_): count}, as_json=as_json)
+            return
+        settings = {"kind": "color", "words": source, "word_list": sorted(word_set)}
+        counts = degrade_folder(data, out, lang, lambda split, info, lines: masker, mask, settings)
+        _report(f"colour words ({source}, {len(word_set)} words) -> {mask}: {out}", counts, as_json=as_json, folder=out)
+
+    @sub.command("entity")
+    def entity(
+        entities: Path | None = typer.Option(
+            None, "--entities", help="Flickr30K Entities folder (Sentences/<image id>.txt annotation files)."
+        ),
+        types: str | None = typer.Option(
+            None, "--types", help="Comma-separated phrase types to mask (default: every type but notvisual)."
+        ),
+        span: str = typer.Option("all", "--span", help="all: every token of a phrase; last: its last (head) token."),
+        image_list: Path | None = typer.Option(
+            None,
+            "--image-list",
+            help="Image name per line of --input; with --data a folder of SPLIT.names or SPLIT.txt files "
+            "(default: DATA/images/SPLIT.names).",
+        ),
+        allow_unmatched: bool = typer.Option(
+            False, "--allow-unmatched", help="Leave lines without an annotated caption unmasked instead of failing."
+        ),
+        positions: list[Path] | None = typer.Option(
+            None, "--positions", help="Per-line token positions file (0-based, -1 = none); repeat to unite files."
+        ),
+        offset: int | None = typer.Option(
+            None, "--offset", help="With --input: the positions file's line where this file starts (0-based)."
+        ),
+        mask: str = typer.Option("[U]", "--mask", help=_MASK_HELP),
+        data: Path | None = typer.Option(None, "--data", help="Prepared data folder to degrade (every split)."),
+        out: Path | None = typer.Option(None, "--out", help="New prepared data folder to write (with --data)."),
+        lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
+        input_: Path | None = typer.Option(None, "--input", help="One tokenised text file to degrade."),
+        output: Path | None = typer.Option(None, "--output", help="Where to write the degraded file (with --input)."),
+        as_json: bool = typer.Option(False, "--json", help="Also print the counts as JSON."),
+    ) -> None:
+        """Mask the tokens of visually depictable entities, from Flickr30K Entities annotations or a positions file."""
+        from ikd.errors import IkdError
+        from ikd.probes.degrade import check_mask_token
+
+        check_mask_token(mask)
+        mode = _target(data, out, input_, output)
+        if (entities is None) == (not positions):
+            raise IkdError("give either --entities DIR (Flickr30K Entities) or --positions FILE")
+        if span not in ("all", "last"):
+            raise IkdError(f"--span {span!r}: expected all or last")
+        if positions:
+            _entity_positions(positions, offset, mask, mode, data, out, lang, input_, output, as_json)
+        else:
+            if offset is not None:
+                raise IkdError("--offset goes with --positions, not --entities")
+            _entity_annotations(
+                entities, types, span, image_list, allow_unmatched, mask, mode, data, out, lang, input_, output, as_json
+            )
+
+
+def _entity_positions(positions, offset, mask, mode, data, out, lang, input_, output, as_json) -> None:
+    from ikd.errors import IkdError
+    from ikd.fileio import read_lines
+    from ikd.probes.degrade import (
+        PositionMasker,
+        degrade_file,
+        degrade_folder,
+        kept_line_numbers,
+        read_manifest,
+        read_positions,
+        split_offsets,
+    )
+
+    rows = read_positions(positions)
+    source = " + ".join(str(p) for p in positions)
+    title = f"entity positions ({source}) -> {mask}"
+    if mode == "file":
+        n = len(read_lines(input_))
+        if offset is None:
+            if len(rows) != n:
+                raise IkdError(
+                    f"{source}: {len(rows)} lines but {input_} has {n}; give --offset N to use the {n} lines "
+                    "starting at line N (0-based) of the positions file"
+                )
+            offset = 0
+        masker = PositionMasker(rows, offset, source, range(n), str(input_))
+        count = degrade_file(input_, output, masker, mask)
+        _report(title, {str(input_): count}, as_json=as_json)
+        return
+    if offset is not None:
+        raise IkdError("--offset applies to --input; for a data folder the split offsets come from the manifest")
+    offsets = split_offsets(read_manifest(data), len(rows), source)
+
+    def masker_for(split, info, lines):
+        return PositionMasker(rows, offsets[split], source, kept_line_numbers(info), f"split '{split}'")
+
+    settings = {"kind": "entity", "method": "positions", "positions": [str(p) for p in positions], "offsets": offsets}
+    counts = degrade_folder(data, out, lang, masker_for, mask, settings)
+    _report(f"{title}: {out}", counts, as_json=as_json, folder=out)
+
+
+def _entity_annotations(
+    entities, types, span, image_list, allow_unmatched, mask, mode, data, out, lang, input_, output, as_json
+) -> None:
+    from ikd.errors import IkdError
+    from ikd.probes.degrade import degrade_file, degrade_folder, read_manifest
+    from ikd.probes.entities import EntityMasker, default_tokenizer, find_sentences_dir, parse_types, read_image_list
+
+    selected = parse_types(types)
+    sentences = find_sentences_dir(entities)
+    tokenize = default_tokenizer(lang)
+    title = f"entities ({', '.join(sorted(selected))}; span {span}) -> {mask}"
+
+    def check(masker: EntityMasker, name: str) -> None:
+        if masker.unmatched and not allow_unmatched:
+            first = ", ".join(map(str, masker.unmatched[:5]))
+            raise IkdError(
+                f"{name}: {len(masker.unmatched)} line(s) have no annotation file or no caption sharing at least "
+                f"half their tokens in {sentences} (lines {first}...); --allow-unmatched leaves them unmasked"
+            )
+
+    if mode == "file":
+        if image_list is None or not image_list.is_file():
+            raise IkdError("--image-list FILE (the image name of each line of --input) is required with --input")
+        names = read_image_list(image_list)
+        masker = EntityMasker(sentences, names, selected, tokenize, span, str(input_))
+        from ikd.fileio import read_lines
+
+        n = len(read_lines(input_))
+        if n != len(names):
+            raise IkdError(f"{image_list}: {len(names)} image names but {input_} has {n} lines")
+        count = degrade_file(input_, output, _Checked(masker, n, lambda: check(masker, str(input_))), mask)
+        _report(title, {str(input_): count}, {str(input_): masker.unmatched}, as_json=as_json)
+        return
+
+    maskers: dict[str, EntityMasker] = {}
+    manifest = read_manifest(data)
+
+    def masker_for(split, info, lines):
+        names = _split_image_names(data, split, info, image_list, manifest.get("source"))
+        if len(names) != len(lines):
+            raise IkdError(f"split '{split}': {len(names)} image names but {len(lines)} lines of text")
+        masker = EntityMasker(sentences, names, selected, tokenize, span, f"split '{split}'")
+        maskers[split] = masker
+        return _Checked(masker, len(lines), lambda: check(masker, f"split '{split}'"))
+
+    settings = {
+        "kind": "entity",
+        "method": "flickr30k-entities",
+        "entities": str(entities),
+        "types": sorted(selected),
+        "span": span,
+    }
+    counts = degrade_folder(data, out, lang, masker_for, mask, settings)
+    _report(f"{title}: {out}", counts, {s: m.unmatched for s, m in maskers.items()}, as_json=as_json, folder=out)
+
+
+class _Checked:
+    """Runs `check` after the last line, so unmatched lines fail before anything is renamed into place."""
+
+    def __init__(self, masker, n_lines: int, check) -> None:
+        self.masker, self.n_lines, self.check = masker, n_lines, check
+
+    def __call__(self, index: int, tokens: list[str]) -> list[int]:
+        hits = self.masker(index, tokens)
+        if index == self.n_lines - 1:
+            self.check()
+        return hits
+
+
+def _split_image_names(data: Path, split: str, info: dict, image_list: Path | None, source: str | None) -> list[str]:
+    """Image name per kept line of a split: --image-list DIR/SPLIT.{names,txt}, else DATA/images/SPLIT.names,
+    else the Multi30K image list the preparation read (manifest image_list, under a local source folder)."""
+    from ikd.errors import IkdError
+    from ikd.probes.degrade import kept_line_numbers, original_lines, resolve_path
+    from ikd.probes.entities import read_image_list
+
+    candidates = []
+    if image_list is not None:
+        candidates = [image_list / f"{split}.names", image_list / f"{split}.txt"]
+    else:
+        images = info.get("images") or {}
+        candidates.append(
+            resolve_path(data, images["names"]) if images.get("names") else data / "images" / f"{split}.names"
+        )
+        listed = (info.get("image_list") or {}).get("path")
+        if listed and source and Path(source).is_dir():
+            candidates.append(Path(source) / listed)
+    for path in candidates:
+        if path.is_file():
+            names = read_image_list(path)
+            if len(names) == original_lines(info) != int(info["lines"]):  # a full list; skip the dropped lines
+                names = [names[i] for i in kept_line_numbers(info)]
+            return names
+    where = f"--image-list {image_list}: no {split}.names or {split}.txt" if image_list else f"no {candidates[0]}"
+    raise IkdError(
+        f"split '{split}' has no image list ({where}); give --image-list DIR with {split}.txt "
+        "(e.g. Multi30K's image_splits folder)"
+    )

@@ -1,9 +1,224 @@
-"""`ikd evaluate`."""
+"""`ikd evaluate`: score hypothesis files (or translate prepared splits with checkpoints) against references:
+BLEU, METEOR, chrF, mean and std over runs, paired bootstrap significance against a baseline."""
 
 from __future__ import annotations
 
+import json
+import re
+import sys
+from pathlib import Path
+
 import typer
+
+from ikd.errors import IkdError
+
+_LANG_SUFFIX = re.compile(r"\.([a-z]{2})(\.gz)?$")
+
+
+def _infer_lang(ref: Path) -> str | None:
+    m = _LANG_SUFFIX.search(ref.name)
+    return m.group(1) if m else None
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """Short display names: the file (or checkpoint folder/file) name, widened until unique."""
+    names = [p.name for p in paths]
+    depth = 1
+    while len(set(names)) < len(names) and depth < 6:
+        depth += 1
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
+    return names
+
+
+def _write_json(report: dict, target: str) -> None:
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        from ikd.fileio import atomic_write_text
+
+        atomic_write_text(target, text)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this command to the app (filled in by the evaluate work)."""
+    @app.command("evaluate")
+    def evaluate(
+        hyp: list[Path] = typer.Option(None, "--hyp", help="Hypothesis file; repeat for several runs (seeds)."),
+        ref: Path = typer.Option(None, "--ref", help="Reference file (lowercased, tokenised, as the hypotheses)."),
+        baseline: list[Path] = typer.Option(
+            None, "--baseline", help="Baseline hypotheses for paired bootstrap: one, or one per --hyp."
+        ),
+        lang: str = typer.Option(None, "--lang", help="Target language for METEOR (default: the --ref suffix)."),
+        metrics: str = typer.Option("bleu,meteor,chrf", "--metrics", help="Comma-separated: bleu, meteor, chrf."),
+        meteor_jar: Path = typer.Option(
+            None, "--meteor-jar", help="meteor-1.5.jar (its data/ folder beside it); default $IKD_METEOR_JAR."
+        ),
+        require_meteor: bool = typer.Option(
+            False, "--require-meteor", help="Fail instead of falling back when the official METEOR 1.5 cannot run."
+        ),
+        json_out: str = typer.Option(None, "--json", help="Write the results as JSON to this file ('-': stdout)."),
+        bootstrap_samples: int = typer.Option(1000, "--bootstrap-samples", help="Paired bootstrap resamples."),
+        seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed (not 0)."),
+        checkpoint: list[Path] = typer.Option(
+            None, "--checkpoint", "-c", help="Translate --split(s) of --data with this checkpoint; repeat for seeds."
+        ),
+        baseline_checkpoint: list[Path] = typer.Option(
+            None, "--baseline-checkpoint", help="With --checkpoint: baseline checkpoint(s) for significance."
+        ),
+        data: Path = typer.Option(None, "--data", help="With --checkpoint: a prepared data folder."),
+        split: list[str] = typer.Option(None, "--split", help="With --checkpoint: split(s) to translate and score."),
+        save_hyps: Path = typer.Option(None, "--save-hyps", help="With --checkpoint: write the translations here."),
+        beam: int = typer.Option(5, "--beam", "-b", help="With --checkpoint: beam size (1 = greedy)."),
+        lenpen: float = typer.Option(1.0, "--lenpen", help="With --checkpoint: length penalty."),
+        max_len_a: float = typer.Option(1.5, "--max-len-a", help="With --checkpoint: output cap a*src_len+b."),
+        max_len_b: int = typer.Option(10, "--max-len-b", help="With --checkpoint: see --max-len-a."),
+        batch_size: int = typer.Option(128, "--batch-size", help="With --checkpoint: sentences per batch."),
+        device: str = typer.Option("auto", "--device", help="With --checkpoint: auto, cpu, cuda ..."),
+        threads: int = typer.Option(0, "--threads", help="With --checkpoint: CPU decoding threads (0: 1)."),
+    ) -> None:
+        """Score translations as the paper does: corpus BLEU on lowercased tokenised text (sacrebleu, with its
+        signature), METEOR (official 1.5 jar, or a labelled fallback), chrF; mean and standard deviation
+        over several runs; paired bootstrap p-values against a baseline. With --checkpoint, first translate
+        prepared splits (DATA/SRC-TGT/SPLIT.bpe.SRC) and score them against DATA/text/SPLIT.TGT."""
+        from rich.console import Console
+
+        from ikd.evaluation.runs import MeteorOptions, Scoring, parse_metrics, render
+
+        chosen = parse_metrics(metrics)
+        if bootstrap_samples < 1:
+            raise IkdError("--bootstrap-samples must be at least 1")
+        if seed == 0:
+            raise IkdError("--seed 0 means unseeded to sacrebleu; use another value")
+        jar = str(meteor_jar) if meteor_jar else None
+        out = Console(stderr=json_out == "-", highlight=False)
+        if not out.is_terminal:
+            out.width = 200  # files and pipes: no wrapping of tables and labels
+        if checkpoint:
+            if hyp or ref or baseline:
+                raise IkdError("--checkpoint translates prepared splits: it does not take --hyp, --ref or --baseline")
+            report = _evaluate_checkpoints(
+                list(checkpoint),
+                list(baseline_checkpoint or []),
+                data,
+                list(split or []),
+                save_hyps,
+                lang,
+                Scoring(chosen, MeteorOptions("", jar, require_meteor), bootstrap_samples, seed),
+                dict(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b),
+                batch_size,
+                device,
+                threads,
+                out,
+            )
+            for name, split_report in report["splits"].items():
+                render(split_report, f"{name} ({split_report['meta']['sentences']} sentences)", out)
+        else:
+            if baseline_checkpoint or data or split or save_hyps:
+                raise IkdError("--baseline-checkpoint, --data, --split and --save-hyps go with --checkpoint")
+            if not hyp or ref is None:
+                raise IkdError("give --hyp FILE (repeatable) and --ref FILE, or --checkpoint with --data and --split")
+            report = _evaluate_files(
+                list(hyp), ref, list(baseline or []), lang, chosen, jar, require_meteor, bootstrap_samples, seed
+            )
+            render(report, f"{ref.name} ({report['meta']['sentences']} sentences)", out)
+        if json_out:
+            _write_json(report, json_out)
+
+
+def _evaluate_files(hyp, ref, baseline, lang, chosen, jar, require_meteor, samples, seed) -> dict:
+    from ikd.evaluation.metrics import read_pair
+    from ikd.evaluation.runs import MeteorOptions, Scoring, score_runs
+
+    lang = lang or _infer_lang(ref)
+    if lang is None and "meteor" in chosen:
+        raise IkdError(f"--lang: cannot tell the language of {ref} from its name; give --lang (e.g. de)")
+    names = _unique_names([*hyp, *baseline])
+    systems, baselines = [], []
+    for i, path in enumerate([*hyp, *baseline]):
+        hyps, refs = read_pair(path, ref)
+        (systems if i < len(hyp) else baselines).append((names[i], hyps))
+    scoring = Scoring(chosen, MeteorOptions(lang or "", jar, require_meteor), samples, seed)
+    return score_runs(systems, refs, str(ref), scoring, baselines)
+
+
+def _evaluate_checkpoints(
+    checkpoints, baselines, data, splits, save_hyps, lang, scoring, search, batch_size, device, threads, console
+) -> dict:
+    from ikd.data.vocab import Vocabulary
+    from ikd.evaluation.runs import score_runs
+    from ikd.fileio import atomic_write_lines, read_lines
+    from ikd.inference.loading import decoding_threads, load_for_inference
+    from ikd.inference.translator import SearchOptions, Translator
+
+    if data is None or not splits:
+        raise IkdError("--checkpoint needs --data DATA and at least one --split")
+    if not data.is_dir():
+        raise IkdError(f"{data}: prepared data folder not found")
+    options = SearchOptions(nbest=1, **search)
+    options.check()
+    all_paths = [*checkpoints, *baselines]
+    names = _unique_names(all_paths)
+    hyps: dict[tuple[int, str], list[str]] = {}
+    pair = None
+    for k, path in enumerate(all_paths):
+        loaded = load_for_inference(path, device)
+        this_pair = (loaded.src, loaded.tgt)
+        if pair is not None and this_pair != pair:
+            raise IkdError(
+                f"{path}: translates {loaded.src}-{loaded.tgt}, but {all_paths[0]} translates {pair[0]}-{pair[1]}"
+            )
+        pair = this_pair
+        pair_dir = data / f"{loaded.src}-{loaded.tgt}"
+        vocab_file = pair_dir / "vocab.txt"
+        if vocab_file.is_file() and Vocabulary.load(vocab_file).fingerprint() != loaded.vocab.fingerprint():
+            raise IkdError(
+                f"{path}: its vocabulary differs from {vocab_file}: the checkpoint was trained on other BPE "
+                f"codes than {data}'s, so its BPE'd splits do not fit it"
+            )
+        translator = Translator(
+            loaded,
+            options,
+            input_mode="bpe",
+            batch_size=batch_size,
+            warn=lambda m: console.print(f"warning: {m}", markup=False, soft_wrap=True),
+        )
+        for split in splits:
+            source = pair_dir / f"{split}.bpe.{loaded.src}"
+            if not source.is_file():
+                raise IkdError(f"{source}: not found (split '{split}' not prepared, or `ikd bpe` not run)")
+            lines = read_lines(source, allow_empty=True)
+            before = translator.stats.seconds
+            with decoding_threads(threads, loaded.device):
+                hyps[k, split] = [r[0][0] for r in translator.translate_lines(lines)]
+            took = translator.stats.seconds - before
+            console.print(
+                f"translated {split} ({len(lines)} sentences) with {names[k]} in {took:.1f} s on {loaded.device}",
+                markup=False,
+                highlight=False,
+            )
+            if save_hyps is not None:
+                folder = save_hyps if len(all_paths) == 1 else save_hyps / names[k].replace("/", "_")
+                atomic_write_lines(folder / f"{split}.{loaded.tgt}", hyps[k, split])
+    src, tgt = pair
+    scoring.meteor.lang = lang or tgt
+    report: dict = {
+        "checkpoints": [str(p) for p in checkpoints],
+        "baseline_checkpoints": [str(p) for p in baselines],
+        "search": {
+            "beam": options.beam,
+            "lenpen": options.lenpen,
+            "max_len_a": options.max_len_a,
+            "max_len_b": options.max_len_b,
+        },
+        "splits": {},
+    }
+    for split in splits:
+        ref = data / "text" / f"{split}.{tgt}"
+        refs = read_lines(ref, allow_empty=True)
+        systems = [(names[k], hyps[k, split]) for k in range(len(checkpoints))]
+        base = [(names[k], hyps[k, split]) for k in range(len(checkpoints), len(all_paths))]
+        report["splits"][split] = score_runs(systems, refs, str(ref), scoring, base)
+    return report

@@ -2,8 +2,76 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+
+from ikd.errors import IkdError
 
 
 def register(app: typer.Typer) -> None:
-    """Add this command to the app (filled in by the train work)."""
+    @app.command("train")
+    def train(
+        recipe: Path = typer.Argument(
+            None, metavar="RECIPE.yaml", help="Recipe YAML (see recipes/).", show_default=False
+        ),
+        overrides: list[str] = typer.Option(
+            None,
+            "--set",
+            metavar="SECTION.KEY=VALUE",
+            help="Override a recipe key: section.key=value (repeatable), e.g. kd.distance=l1.",
+        ),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from checkpoint_last.pt."),
+        out: Path = typer.Option(None, "--out", metavar="DIR", help="Run folder (default: the recipe's train.out)."),
+        device: str = typer.Option(
+            None, "--device", metavar="cpu|cuda", help="cpu or cuda (default: cuda when available)."
+        ),
+        average_only: Path = typer.Option(
+            None,
+            "--average-only",
+            metavar="RUN_DIR",
+            help="Only average the last epoch checkpoints of this run folder.",
+        ),
+        average_last: int = typer.Option(
+            None, "--average-last", help="With --average-only: how many epoch checkpoints (default 10)."
+        ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Train an IKD-MMT (or text-only) translator from a recipe: validates every epoch, keeps
+        per-epoch/best/last checkpoints, early-stops, and averages the last N epoch checkpoints into
+        OUT/checkpoint_average.pt. Several GPUs: `torchrun --nproc_per_node N -m ikd.train RECIPE.yaml ...`."""
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False)
+        if average_only is not None:
+            from ikd.train.checkpoints import average_checkpoints
+
+            if recipe is not None:
+                raise IkdError("--average-only takes a run folder and no recipe")
+            path = average_checkpoints(average_only, 10 if average_last is None else average_last)
+            console.print(f"wrote {path}")
+            return
+        if recipe is None:
+            raise IkdError("missing RECIPE.yaml (or --average-only RUN_DIR)")
+        from ikd.recipe import load_recipe
+        from ikd.train.trainer import train as run_train
+
+        loaded = load_recipe(recipe, list(overrides or []))
+        result = run_train(
+            loaded,
+            out=out,
+            device=device,
+            resume=resume,
+            recipe_source=str(recipe),
+            progress=not quiet,
+            report=lambda msg: console.print(msg, markup=False),
+        )
+        if os.environ.get("RANK", "0") == "0":
+            bleu = result.valid.get("bleu")
+            bleu_text = f", valid BLEU {bleu:.2f}" if bleu is not None else ""
+            console.print(
+                f"done: {result.epochs} epochs, {result.updates} updates (stopped: {result.stopped}), "
+                f"best valid loss {result.best_valid_loss:.4f}{bleu_text}; run folder {result.out}",
+                markup=False,
+            )

@@ -1,0 +1,1 @@
+"""Data: preparation (Multi30K, toy world), BPE, vocabulary, datasets and batching."""

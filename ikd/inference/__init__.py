@@ -1,0 +1,1 @@
+"""Image-free inference: checkpoint loading, beam and greedy search, the translator behind `ikd translate`."""

@@ -1,0 +1,266 @@
+"""Batched beam search and greedy search (image-free) over a model with the IKDModel search interface:
+`encode(src) -> EncoderOutput` (with `index_select`), `new_decoder_state()` (with `reorder`) and
+`decode(tgt_in [N, 1], enc, state) -> logits [N, 1, V]`.
+
+Every sentence of the batch and every beam is one row of [B*beam, ...] tensors. The encoder runs once per
+batch; the first decoder step runs once per sentence (all its beams are still identical), after which the
+encoder output and the decoder state are expanded with `index_select`. The decoder state caches past
+keys/values and is reordered per step, so nothing is recomputed. Sentences that are done leave the active
+batch.
+
+Conventions are fairseq's (the paper's decoder): the decoder starts from EOS; the score of a hypothesis is
+sum(log p) / len**lenpen with len counting the final EOS; a sentence is done once it has `beam` finished
+hypotheses or reaches its maximum length, max_len = a * src_len + b (src_len counts the source EOS),
+capped so that the decoder never sees more than `max_positions` positions. At least one token precedes EOS;
+<pad> and <s> are never generated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+DEFAULT_MAX_POSITIONS = 1024
+
+
+@dataclass
+class Hypothesis:
+    """tokens: target ids without EOS; score: sum of log-probabilities (EOS included) / (len + 1)**lenpen."""
+
+    tokens: list[int]
+    score: float
+
+
+def model_max_positions(model, max_positions: int | None = None) -> int:
+    if max_positions is not None:
+        return max_positions
+    return int(getattr(model, "max_positions", None) or DEFAULT_MAX_POSITIONS)
+
+
+def max_lengths(src: Tensor, pad: int, max_len_a: float, max_len_b: int, max_positions: int) -> Tensor:
+    """Per-sentence cap on generated tokens (EOS excluded) -> [B] int64 on src's device.
+
+    int(a * src_len + b) as fairseq, at least 1, and at most max_positions - 1 (the decoder reads EOS plus
+    every generated token but the last)."""
+    src_len = src.ne(pad).sum(dim=1).to(torch.float64)
+    cap = torch.floor(max_len_a * src_len + max_len_b).to(torch.int64)
+    return cap.clamp(min=1, max=max(1, max_positions - 1))
+
+
+def search_view(enc):
+    """The encoder output without what decoding does not read (the generated feature map m [B, C, H, W] and
+    attention maps), so that expanding it to B*beam rows copies only states and masks."""
+    if dataclasses.is_dataclass(enc):
+        unused = {name: None for name in ("m", "attention") if getattr(enc, name, None) is not None}
+        if unused:
+            return dataclasses.replace(enc, **unused)
+    return enc
+
+
+def reorder_within_sentences(state, rows: Tensor) -> None:
+    """Beam reordering that keeps every sentence's rows in its own block: only the per-step caches (self-
+    attention keys/values) change. Per-sentence caches (cross-attention keys/values, the source mask) are
+    equal across a sentence's beams, so copying them would be wasted work (most of a step's memory traffic
+    for the multimodal encoder's T+P states). Other state types fall back to their full `reorder`."""
+    fast = getattr(state, "reorder_beams", None)
+    if fast is not None:
+        fast(rows)
+    elif all(hasattr(state, name) for name in ("self_k", "self_v", "cross_k", "cross_v")):
+        for cache in (state.self_k, state.self_v):
+            for i, t in enumerate(cache):
+                if t is not None:
+                    cache[i] = t.index_select(0, rows)
+    else:
+        state.reorder(rows)
+
+
+def _mask_specials(lprobs: Tensor, step: int, pad: int, bos: int, eos: int, force: Tensor | None) -> Tensor:
+    """In place on scores [N, V]: <pad>/<s> never; EOS not as the first token; rows in `force` [N] bool:
+    EOS only (their own EOS score is kept, as fairseq: the others are masked, not renormalised)."""
+    lprobs[:, pad] = NEG_INF
+    lprobs[:, bos] = NEG_INF
+    if step == 0:
+        lprobs[:, eos] = NEG_INF
+    elif force is not None:
+        eos_col = lprobs[:, eos].clone()
+        lprobs.masked_fill_(force[:, None], NEG_INF)
+        lprobs[:, eos] = eos_col
+    return lprobs
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    src: Tensor,
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    nbest: int = 1,
+    *,
+    pad: int = 1,
+    bos: int = 0,
+    eos: int = 2,
+    max_positions: int | None = None,
+) -> list[list[Hypothesis]]:
+    """src [B, T] int64 right-padded (EOS included) -> for each sentence its `nbest` best hypotheses, best
+    first. Each row of the batch is searched exactly as it would be alone."""
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    if not 1 <= nbest <= beam:
+        raise ValueError(f"nbest must be between 1 and the beam size {beam}, got {nbest}")
+    device = src.device
+    n_sent, k = src.size(0), beam
+    if n_sent == 0:
+        return []
+    maxlen = max_lengths(src, pad, max_len_a, max_len_b, model_max_positions(model, max_positions))
+    maxlen_cpu = maxlen.cpu()
+    horizon = int(maxlen_cpu.max())
+
+    enc = search_view(model.encode(src))
+    state = model.new_decoder_state()
+    expand = torch.arange(n_sent, device=device).repeat_interleave(k)
+
+    # Finished hypotheses per original sentence; slot k is a dump for candidates that are not kept,
+    # so that finalisation needs no host sync.
+    fin_tokens = torch.full((n_sent, k + 1, horizon + 1), pad, dtype=torch.long, device=device)
+    fin_len = torch.zeros((n_sent, k + 1), dtype=torch.long, device=device)
+    fin_scores = torch.full((n_sent, k + 1), NEG_INF, device=device)
+    fin_count = torch.zeros(n_sent, dtype=torch.long, device=device)
+
+    sent = torch.arange(n_sent, device=device)  # original index of each active sentence
+    tokens = torch.full((n_sent * k, 1), eos, dtype=torch.long, device=device)
+    scores = torch.zeros(n_sent, k, device=device)
+    scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first one at step 0
+    scores = scores.view(-1)
+    beam_ids = torch.arange(k, device=device)
+
+    for step in range(horizon + 1):
+        n_act = sent.numel()
+        if step == 0:
+            # The beams of a sentence are identical before the first token: decode one row per sentence
+            # (its cross-attention keys/values are computed once), then expand state and encoder output.
+            logits = model.decode(tokens[::k, -1:], enc, state)[:, -1, :].float().repeat_interleave(k, dim=0)
+            state.reorder(expand)
+            enc = enc.index_select(expand)
+        else:
+            logits = model.decode(tokens[:, -1:], enc, state)[:, -1, :].float()
+        vocab = logits.size(-1)
+        # scores + log_softmax(logits) in one pass over [N, V]: logits + (scores - logsumexp(logits))
+        cand = logits.add_((scores - torch.logsumexp(logits, dim=-1))[:, None])
+        force = None
+        if step > 0 and step >= int(maxlen_cpu.min()):
+            force = (maxlen <= step).repeat_interleave(k)
+        _mask_specials(cand, step, pad, bos, eos, force)
+
+        n_cand = min(2 * k, k * vocab)
+        cand_scores, cand_idx = cand.view(n_act, k * vocab).topk(n_cand, dim=1)
+        cand_beam = torch.div(cand_idx, vocab, rounding_mode="floor")
+        cand_tok = cand_idx - cand_beam * vocab
+        cand_eos = cand_tok.eq(eos)
+        row_base = torch.arange(n_act, device=device)[:, None] * k
+
+        # Finalise EOS candidates among the best k (fairseq), first come first served, at most k per sentence.
+        top_scores = cand_scores[:, :k]
+        fin_mask = cand_eos[:, :k] & top_scores.gt(NEG_INF)
+        count = fin_count.index_select(0, sent)
+        slot = count[:, None] + fin_mask.long().cumsum(dim=1) - 1
+        accept = fin_mask & slot.lt(k)
+        slot = torch.where(accept, slot, torch.full_like(slot, k))
+        sent_rows = sent[:, None].expand(-1, k)
+        if step > 0:
+            prefix = tokens.index_select(0, (row_base + cand_beam[:, :k]).view(-1))[:, 1:]
+            fin_tokens[sent_rows.reshape(-1), slot.view(-1), :step] = prefix
+        fin_len[sent_rows, slot] = step
+        fin_scores[sent_rows, slot] = top_scores / float(step + 1) ** lenpen
+        count = count + accept.sum(dim=1)
+        fin_count.index_copy_(0, sent, count)
+        done = count.ge(k) | maxlen.le(step)
+
+        # The next beams: the best k candidates that do not end in EOS.
+        order = cand_eos.long() * n_cand + torch.arange(n_cand, device=device)
+        pick = order.topk(k, dim=1, largest=False).indices
+        new_scores = cand_scores.gather(1, pick).masked_fill(cand_eos.gather(1, pick), NEG_INF)
+        new_tok = cand_tok.gather(1, pick)
+        rows = row_base + cand_beam.gather(1, pick)
+
+        done_cpu = done.cpu()  # the one host sync per step
+        if bool(done_cpu.all()):
+            break
+        if bool(done_cpu.any()):
+            keep_cpu = (~done_cpu).nonzero().squeeze(1)
+            keep = keep_cpu.to(device)
+            rows, new_tok, new_scores = rows[keep].view(-1), new_tok[keep], new_scores[keep]
+            sent = sent[keep]
+            maxlen, maxlen_cpu = maxlen[keep], maxlen_cpu[keep_cpu]
+            enc = enc.index_select((keep[:, None] * k + beam_ids).view(-1))
+            state.reorder(rows)
+        else:
+            rows = rows.view(-1)
+            reorder_within_sentences(state, rows)
+        tokens = torch.cat([tokens.index_select(0, rows), new_tok.view(-1, 1)], dim=1)
+        scores = new_scores.view(-1)
+
+    return _collect(fin_tokens[:, :k].cpu(), fin_len[:, :k].cpu(), fin_scores[:, :k].cpu(), nbest)
+
+
+def _collect(tokens: Tensor, lengths: Tensor, scores: Tensor, nbest: int) -> list[list[Hypothesis]]:
+    out = []
+    for toks, lens, scs in zip(tokens.tolist(), lengths.tolist(), scores.tolist()):
+        hyps = [Hypothesis(t[:n], s) for t, n, s in zip(toks, lens, scs) if s != NEG_INF]
+        hyps.sort(key=lambda h: -h.score)  # stable: ties keep the order they finished in
+        out.append(hyps[:nbest])
+    return out
+
+
+@torch.no_grad()
+def greedy_search(
+    model,
+    src: Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    *,
+    pad: int = 1,
+    bos: int = 0,
+    eos: int = 2,
+    max_positions: int | None = None,
+) -> list[list[int]]:
+    """src [B, T] -> for each sentence the greedy output ids without EOS (the same as beam 1)."""
+    device = src.device
+    n_sent = src.size(0)
+    if n_sent == 0:
+        return []
+    maxlen = max_lengths(src, pad, max_len_a, max_len_b, model_max_positions(model, max_positions))
+    maxlen_cpu = maxlen.cpu()
+    horizon = int(maxlen_cpu.max())
+    enc = search_view(model.encode(src))
+    state = model.new_decoder_state()
+    out = torch.full((n_sent, horizon + 1), eos, dtype=torch.long, device=device)
+    sent = torch.arange(n_sent, device=device)
+    last = torch.full((n_sent, 1), eos, dtype=torch.long, device=device)
+    for step in range(horizon + 1):
+        logits = model.decode(last, enc, state)[:, -1, :].float()
+        force = None
+        if step > 0 and step >= int(maxlen_cpu.min()):
+            force = maxlen.le(step)
+        tok = _mask_specials(logits, step, pad, bos, eos, force).argmax(dim=-1)
+        out[sent, step] = tok
+        ended = tok.eq(eos)
+        ended_cpu = ended.cpu()
+        if bool(ended_cpu.all()):
+            break
+        if bool(ended_cpu.any()):
+            keep_cpu = (~ended_cpu).nonzero().squeeze(1)
+            keep = keep_cpu.to(device)
+            sent, tok, maxlen, maxlen_cpu = sent[keep], tok[keep], maxlen[keep], maxlen_cpu[keep_cpu]
+            enc = enc.index_select(keep)
+            state.reorder(keep)
+        last = tok[:, None]
+    result = []
+    for row in out.cpu().tolist():
+        result.append(row[: row.index(eos)] if eos in row else row)
+    return result

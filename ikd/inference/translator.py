@@ -1,0 +1,186 @@
+"""Text in, translations out: preprocessing (raw -> Multi30K tokens -> BPE -> ids), length-sorted batches,
+search, restoring input order, postprocessing (de-BPE, optional detokenisation), and streaming in chunks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ikd.data.text import detokenize, preprocess, remove_bpe
+from ikd.errors import IkdError
+from ikd.inference.loading import Loaded
+from ikd.inference.search import Hypothesis, beam_search, greedy_search
+
+INPUT_MODES = ("raw", "tokenized", "bpe")
+
+
+@dataclass
+class SearchOptions:
+    beam: int = 5
+    lenpen: float = 1.0
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    nbest: int = 1
+
+    def check(self) -> None:
+        if self.beam < 1:
+            raise IkdError(f"--beam {self.beam}: must be at least 1")
+        if not 1 <= self.nbest <= self.beam:
+            raise IkdError(f"--nbest {self.nbest}: must be between 1 and the beam size ({self.beam})")
+        if self.max_len_a < 0 or self.max_len_b < 0:
+            raise IkdError("--max-len-a and --max-len-b must not be negative")
+
+
+@dataclass
+class Stats:
+    sentences: int = 0  # non-empty input lines translated
+    lines: int = 0
+    target_tokens: int = 0  # generated subword tokens of the best hypotheses, EOS included
+    truncated: int = 0
+    seconds: float = 0.0
+
+
+class Translator:
+    """Translate lines with a loaded checkpoint. Never reads images."""
+
+    def __init__(
+        self,
+        loaded: Loaded,
+        options: SearchOptions | None = None,
+        *,
+        input_mode: str = "raw",
+        detok: bool = False,
+        batch_size: int = 128,
+        max_tokens: int = 0,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        if input_mode not in INPUT_MODES:
+            raise IkdError(f"input mode {input_mode!r} is not one of {', '.join(INPUT_MODES)}")
+        if batch_size < 1 or max_tokens < 0:
+            raise IkdError("--batch-size must be at least 1 and --max-tokens not negative")
+        self.loaded = loaded
+        self.options = options or SearchOptions()
+        self.options.check()
+        self.input_mode = input_mode
+        self.detok = detok
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.warn = warn or (lambda message: None)
+        self.stats = Stats()
+
+    # ------------------------------------------------------------------ text <-> ids
+    def source_ids(self, line: str, number: int) -> list[int] | None:
+        """One input line (1-based `number`, for warnings) -> source ids with EOS, or None when empty."""
+        if not line.strip():
+            return None
+        lo = self.loaded
+        if self.input_mode == "raw":
+            tokens = preprocess(line, lo.src).split()
+        else:
+            tokens = line.split()
+        if self.input_mode != "bpe" and lo.bpe is not None:
+            tokens = lo.bpe.apply(tokens)
+        if not tokens:
+            return None
+        ids = lo.vocab.encode(tokens)
+        limit = lo.max_positions
+        if len(ids) > limit:
+            self.warn(
+                f"line {number}: the source has {len(ids)} tokens (EOS included), more than the model's limit of "
+                f"{limit}; translating its first {limit - 1} tokens only"
+            )
+            self.stats.truncated += 1
+            ids = ids[: limit - 1] + [lo.vocab.eos]
+        return ids
+
+    def target_text(self, tokens: list[int]) -> str:
+        """Generated ids -> de-BPE'd tokenised text, or detokenised with `detok`."""
+        text = remove_bpe(" ".join(self.loaded.vocab.decode(tokens)))
+        if self.detok:
+            text = detokenize(text.split(), self.loaded.tgt)
+        return text
+
+    # ------------------------------------------------------------------ search
+    def batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        """Positions grouped into batches of similar length (longest first): at most batch_size sentences
+        and, with max_tokens, sentences x longest source <= max_tokens."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batch: list[int] = []
+        for i in order:
+            longest = lengths[batch[0]] if batch else lengths[i]
+            too_many = len(batch) >= self.batch_size
+            too_big = self.max_tokens and batch and (len(batch) + 1) * longest > self.max_tokens
+            if batch and (too_many or too_big):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def search(self, items: list[list[int]]) -> list[list[Hypothesis]]:
+        """Source id lists -> hypotheses (best first), in the order given."""
+        lo, opt = self.loaded, self.options
+        vocab = lo.vocab
+        out: list[list[Hypothesis]] = [[] for _ in items]
+        with torch.no_grad(), lo.autocast():
+            for batch in self.batches([len(x) for x in items]):
+                width = max(len(items[i]) for i in batch)
+                src = torch.full((len(batch), width), vocab.pad, dtype=torch.long)
+                for row, i in enumerate(batch):
+                    src[row, : len(items[i])] = torch.tensor(items[i], dtype=torch.long)
+                src = src.to(lo.device, non_blocking=True)
+                common = dict(pad=vocab.pad, bos=vocab.bos, eos=vocab.eos, max_positions=lo.max_positions)
+                if opt.beam == 1 and opt.nbest == 1:
+                    found = greedy_search(lo.model, src, opt.max_len_a, opt.max_len_b, **common)
+                    hyps = [[Hypothesis(t, float("nan"))] for t in found]
+                else:
+                    hyps = beam_search(
+                        lo.model, src, opt.beam, opt.lenpen, opt.max_len_a, opt.max_len_b, opt.nbest, **common
+                    )
+                for i, h in zip(batch, hyps):
+                    out[i] = h
+        return out
+
+    def translate_lines(self, lines: list[str], first_number: int = 1) -> list[list[tuple[str, float]]]:
+        """Lines -> for each line its n-best (text, score) list; an empty line gives [("", 0.0)] * nbest."""
+        start = time.perf_counter()
+        ids = [self.source_ids(line, first_number + i) for i, line in enumerate(lines)]
+        todo = [i for i, x in enumerate(ids) if x is not None]
+        found = self.search([ids[i] for i in todo])
+        result: list[list[tuple[str, float]]] = [[("", 0.0)] * self.options.nbest for _ in lines]
+        for i, hyps in zip(todo, found):
+            result[i] = [(self.target_text(h.tokens), h.score) for h in hyps]
+            self.stats.target_tokens += len(hyps[0].tokens) + 1 if hyps else 0
+        self.stats.sentences += len(todo)
+        self.stats.lines += len(lines)
+        self.stats.seconds += time.perf_counter() - start
+        return result
+
+    def format(self, index: int, nbest: list[tuple[str, float]]) -> list[str]:
+        """Output lines for input line `index` (0-based): the best text, or with nbest > 1 Moses-style
+        `index ||| text ||| score` lines."""
+        if self.options.nbest == 1:
+            return [nbest[0][0] if nbest else ""]
+        return [f"{index} ||| {text} ||| {score:.4f}" for text, score in nbest]
+
+    def stream(self, lines: Iterable[str], write: Callable[[str], None], chunk_lines: int = 2000) -> Stats:
+        """Translate an iterable of lines chunk by chunk (bounded memory); `write` gets each chunk's output
+        text (newline-terminated lines, input order) as soon as the chunk is done."""
+        chunk: list[str] = []
+        done = 0
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= chunk_lines:
+                done = self._flush(chunk, done, write)
+                chunk = []
+        if chunk:
+            self._flush(chunk, done, write)
+        return self.stats
+
+    def _flush(self, chunk: list[str], done: int, write: Callable[[str], None]) -> int:
+        results = self.translate_lines(chunk, first_number=done + 1)
+        write("".join(out + "\n" for i, r in enumerate(results) for out in self.format(done + i, r)))
+        return done + len(chunk)

@@ -1,0 +1,361 @@
+"""Transformer-Tiny building blocks: shared embeddings with sinusoidal positions, attention through
+`scaled_dot_product_attention`, the multimodal encoder layer (paper eqs. 1-3) and a decoder with an
+incremental key/value cache for search.
+
+Shapes: B batch, T source tokens, P pseudo-tokens, L encoder states (T+P, T or P), U target tokens,
+d model width, h heads, dh = d/h. Boolean masks follow SDPA: True = this key takes part.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ikd.recipe import ModelConfig
+
+
+def sinusoidal_table(positions: Tensor, dim: int) -> Tensor:
+    """fairseq's sinusoidal encoding of `positions` [N] -> [N, dim]: sin of every frequency, then cos."""
+    half = dim // 2
+    scale = math.log(10000.0) / (half - 1)
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -scale)
+    angles = positions.to(torch.float32)[:, None] * freqs[None, :]
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        table = F.pad(table, (0, 1))
+    return table
+
+
+class Embeddings(nn.Module):
+    """One matrix for the encoder input, the decoder input and the tied output projection (no bias).
+
+    Tokens are embedded as dropout(sqrt(d) * E[token] + PE(position)); pad tokens get no positional
+    vector. Position i of a sequence uses fairseq's position pad+1+i, so the numbers match fairseq's
+    right-padded inputs.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, pad: int, dropout: float, max_positions: int) -> None:
+        super().__init__()
+        self.pad = pad
+        self.d_model = d_model
+        self.scale = math.sqrt(d_model)
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("positions", self._table(max_positions), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.embed.weight, mean=0.0, std=self.d_model**-0.5)
+        with torch.no_grad():
+            self.embed.weight[self.pad].zero_()
+
+    def _table(self, n: int) -> Tensor:
+        return sinusoidal_table(torch.arange(n) + self.pad + 1, self.d_model)
+
+    @property
+    def weight(self) -> Tensor:
+        """The shared matrix [V, d]."""
+        return self.embed.weight
+
+    def position_vectors(self, start: int, length: int) -> Tensor:
+        """Positional vectors of positions start..start+length-1 -> [length, d] (the table grows on demand)."""
+        end = start + length
+        if end > self.positions.size(0):
+            self.positions = self._table(max(end, 2 * self.positions.size(0))).to(self.positions.device)
+        return self.positions[start:end]
+
+    def forward(self, tokens: Tensor, start: int = 0) -> Tensor:
+        """tokens [B, U] int64 -> [B, U, d]; `start` is the position of tokens[:, 0] (incremental decoding)."""
+        x = self.embed(tokens) * self.scale
+        pos = self.position_vectors(start, tokens.size(1)).to(x.dtype)
+        x = x + pos[None] * tokens.ne(self.pad)[..., None].to(x.dtype)
+        return self.dropout(x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Tied output projection: x [..., d] -> logits [..., V]."""
+        return F.linear(x, self.embed.weight)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with one fused in-projection [3d, d] (q rows, then k, then v).
+
+    Self-attention projects q/k/v in one matmul; cross-attention (or keys from another sequence) uses
+    the q rows on the queries and the k/v rows on the keys, so both cases share the same parameters
+    as fairseq's separate q/k/v projections.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
+        self.d_model = d_model
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.dropout = dropout
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # fairseq: xavier_uniform with gain 1/sqrt(2) per q/k/v matrix, default bias; out_proj xavier, bias 0
+        d = self.d_model
+        with torch.no_grad():
+            for i in range(3):
+                nn.init.xavier_uniform_(self.in_proj.weight[i * d : (i + 1) * d], gain=2**-0.5)
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """[B, L, d] -> [B, h, L, dh]."""
+        return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+
+    def project_self(self, x: Tensor, n_kv: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries from all of x [B, Lq, d]; keys/values from its first n_kv rows (all when None).
+        Returns q [B, h, Lq, dh], k and v [B, h, n_kv, dh]."""
+        if n_kv is None or n_kv == x.size(1):
+            q, k, v = self.in_proj(x).chunk(3, dim=-1)
+            return self._heads(q), self._heads(k), self._heads(v)
+        k, v = self.project_kv(x[:, :n_kv])
+        return self.project_q(x), k, v
+
+    def project_q(self, x: Tensor) -> Tensor:
+        """x [B, Lq, d] -> q [B, h, Lq, dh]."""
+        d = self.d_model
+        return self._heads(F.linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, Lk, d] -> k, v [B, h, Lk, dh]."""
+        d = self.d_model
+        k, v = F.linear(x, self.in_proj.weight[d:], self.in_proj.bias[d:]).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """q [B, h, Lq, dh], k/v [B, h, Lk, dh], mask bool broadcastable to [B, h, Lq, Lk] (True = attend)
+        -> (output [B, Lq, d], probabilities [B, h, Lq, Lk] when need_weights else None)."""
+        p = self.dropout if self.training else 0.0
+        probs = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+            if is_causal:
+                causal = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
+                mask = causal if mask is None else mask & causal
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.float().softmax(dim=-1).to(q.dtype)
+            out = F.dropout(probs, p, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        return self.out_proj(out.transpose(1, 2).flatten(2)), probs
+
+
+class FeedForward(nn.Module):
+    """fc1 -> ReLU -> activation dropout -> fc2 (xavier weights, zero biases, as fairseq)."""
+
+    def __init__(self, d_model: int, ffn: int, activation_dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, ffn)
+        self.fc2 = nn.Linear(ffn, d_model)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+        for fc in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.activation_dropout(F.relu(self.fc1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Encoder layer; multimodal when the keys/values differ from the queries (paper eqs. 1-3).
+
+    Queries are x [B, Lq, d] (text states and/or pseudo-tokens). Keys/values are text only: either
+    `text` [B, T, d] (the embedded source, re-normalised by this layer's own attention LayerNorm in
+    pre-norm, as the authors do) or, when `text` is None, the first `n_text` rows of x (the current text
+    states; plain self-attention when n_text == Lq).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.pre_norm = cfg.norm == "pre"
+        self.self_attn = Attention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn, cfg.activation_dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: Tensor, key_mask: Tensor, n_text: int, text: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x [B, Lq, d], key_mask [B, 1, 1, T] bool (True = real token) -> (x [B, Lq, d], probs [B, h, Lq, T])."""
+        h = self.self_attn_norm(x) if self.pre_norm else x
+        if text is None:
+            q, k, v = self.self_attn.project_self(h, n_text)
+        else:
+            kv_in = self.self_attn_norm(text) if self.pre_norm else text
+            q = self.self_attn.project_q(h)
+            k, v = self.self_attn.project_kv(kv_in)
+        a, probs = self.self_attn.attend(q, k, v, key_mask, need_weights=need_weights)
+        x = x + self.dropout(a)
+        if not self.pre_norm:
+            x = self.self_attn_norm(x)
+        h = self.ffn_norm(x) if self.pre_norm else x
+        x = x + self.dropout(self.ffn(h))
+        if not self.pre_norm:
+            x = self.ffn_norm(x)
+        return x, probs
+
+
+class Encoder(nn.Module):
+    """A stack of EncoderLayers plus a final LayerNorm in pre-norm."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else None
+
+    def forward(
+        self,
+        x: Tensor,
+        text_pad_mask: Tensor,
+        n_text: int,
+        text: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x [B, Lq, d] queries; text_pad_mask [B, T] bool (True = pad); `text` [B, T, d] fixed keys/values
+        for every layer, or None (keys/values = the current states' first n_text rows).
+        Returns (states [B, Lq, d], first layer's attention probabilities [B, h, Lq, T] or None)."""
+        key_mask = ~text_pad_mask[:, None, None, :]
+        first = None
+        for i, layer in enumerate(self.layers):
+            x, probs = layer(x, key_mask, n_text, text, need_weights=need_weights and i == 0)
+            if i == 0:
+                first = probs
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, first
+
+
+@dataclass
+class DecoderState:
+    """Incremental decoding cache. Per decoder layer: self-attention keys/values of every step so far
+    [B, h, t, dh], and cross-attention keys/values [B, h, L, dh] computed once from the encoder states.
+    `length` is the number of target positions already decoded. The encoder's key mask is cached too,
+    so after the first step `decode` reads nothing from the EncoderOutput it is given."""
+
+    self_k: list[Tensor | None] = field(default_factory=list)
+    self_v: list[Tensor | None] = field(default_factory=list)
+    cross_k: list[Tensor | None] = field(default_factory=list)
+    cross_v: list[Tensor | None] = field(default_factory=list)
+    cross_mask: Tensor | None = None
+    length: int = 0
+
+    @classmethod
+    def empty(cls, layers: int) -> DecoderState:
+        return cls([None] * layers, [None] * layers, [None] * layers, [None] * layers)
+
+    def reorder(self, index: Tensor) -> DecoderState:
+        """Keep/reorder batch rows (beam search): every cached tensor becomes tensor[index]. In place."""
+        for cache in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+            for i, t in enumerate(cache):
+                if t is not None:
+                    cache[i] = t.index_select(0, index)
+        if self.cross_mask is not None:
+            self.cross_mask = self.cross_mask.index_select(0, index)
+        return self
+
+
+class DecoderLayer(nn.Module):
+    """Causal self-attention, cross-attention over the encoder states, feed-forward."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.pre_norm = cfg.norm == "pre"
+        self.self_attn = Attention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(cfg.d_model)
+        self.cross_attn = Attention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.cross_attn_norm = nn.LayerNorm(cfg.d_model)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn, cfg.activation_dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _residual(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
+        x = x + self.dropout(y)
+        return x if self.pre_norm else norm(x)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        state: DecoderState | None = None,
+        index: int = 0,
+    ) -> Tensor:
+        """x [B, U, d]; memory [B, L, d] encoder states; memory_mask [B, 1, 1, L] bool (True = real);
+        `state`/`index`: this layer's cache slot. Returns [B, U, d]."""
+        u = x.size(1)
+        h = self.self_attn_norm(x) if self.pre_norm else x
+        q, k, v = self.self_attn.project_self(h)
+        mask, causal = None, u > 1
+        if state is not None:
+            past_k, past_v = state.self_k[index], state.self_v[index]
+            if past_k is not None:
+                k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+                causal = False
+                if u > 1:  # several new tokens after a prefix: each sees the prefix and itself
+                    past = past_k.size(2)
+                    mask = torch.ones(u, past + u, dtype=torch.bool, device=x.device).tril(past)
+            state.self_k[index], state.self_v[index] = k, v
+        a, _ = self.self_attn.attend(q, k, v, mask, is_causal=causal)
+        x = self._residual(x, a, self.self_attn_norm)
+
+        h = self.cross_attn_norm(x) if self.pre_norm else x
+        if state is not None and state.cross_k[index] is not None:
+            ck, cv = state.cross_k[index], state.cross_v[index]
+        else:
+            ck, cv = self.cross_attn.project_kv(memory)
+            if state is not None:
+                state.cross_k[index], state.cross_v[index] = ck, cv
+        a, _ = self.cross_attn.attend(self.cross_attn.project_q(h), ck, cv, memory_mask)
+        x = self._residual(x, a, self.cross_attn_norm)
+
+        h = self.ffn_norm(x) if self.pre_norm else x
+        return self._residual(x, self.ffn(h), self.ffn_norm)
+
+
+class Decoder(nn.Module):
+    """A stack of DecoderLayers plus a final LayerNorm in pre-norm."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else None
+
+    def new_state(self) -> DecoderState:
+        return DecoderState.empty(len(self.layers))
+
+    def forward(self, x: Tensor, memory: Tensor, memory_pad_mask: Tensor, state: DecoderState | None = None) -> Tensor:
+        """x [B, U, d] embedded target; memory [B, L, d]; memory_pad_mask [B, L] bool (True = pad) -> [B, U, d]."""
+        if state is not None:
+            if state.cross_mask is None:
+                state.cross_mask = ~memory_pad_mask[:, None, None, :]
+            memory_mask = state.cross_mask
+        else:
+            memory_mask = ~memory_pad_mask[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, memory, memory_mask, state, i)
+        if state is not None:
+            state.length += x.size(1)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x

@@ -1,0 +1,202 @@
+"""Transformer-Tiny backbone: parameter count, embeddings, masking, incremental decoding (text-only model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ikd.model import DecoderState, build_model
+from ikd.model.transformer import Attention, sinusoidal_table
+from ikd.recipe import Recipe
+
+PAD = 1
+EOS = 2
+
+
+def tiny_recipe(norm: str = "pre", **model: object) -> Recipe:
+    r = Recipe()
+    r.model.d_model, r.model.heads, r.model.ffn = 16, 2, 32
+    r.model.encoder_layers = r.model.decoder_layers = 2
+    r.model.norm = norm
+    r.model.text_only = True
+    for k, v in model.items():
+        setattr(r.model, k, v)
+    return r
+
+
+def batch(vocab: int = 40, b: int = 3, t: int = 7, u: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, vocab, (b, t), generator=g)
+    lengths = torch.tensor([t, t - 2, 2])[:b]
+    for i, n in enumerate(lengths.tolist()):
+        src[i, n - 1] = EOS
+        src[i, n:] = PAD
+    tgt = torch.randint(4, vocab, (b, u), generator=g)
+    tgt[:, 0] = EOS
+    return src, tgt
+
+
+def test_parameter_count_matches_fairseq_transformer_tiny() -> None:
+    r = Recipe()
+    r.model.text_only = True
+    model = build_model(r, 9712)
+    d = 128
+    attention = 4 * (d * d + d)
+    ffn = (d * 256 + 256) + (256 * d + d)
+    encoder_layer = attention + ffn + 2 * 2 * d
+    decoder_layer = 2 * attention + ffn + 3 * 2 * d
+    assert (encoder_layer, decoder_layer) == (132_480, 198_784)  # REFERENCE.md 2.1
+    expected = 9712 * d + 4 * encoder_layer + 4 * decoder_layer + 2 * 2 * d
+    assert sum(p.numel() for p in model.parameters()) == expected == 2_568_704
+    # the paper's en-de count adds the 2048->128 pseudo-token projector
+    assert expected + 2048 * 128 + 128 == 2_830_976
+
+
+def test_post_norm_has_no_final_layer_norms() -> None:
+    pre = build_model(tiny_recipe("pre"), 40)
+    post = build_model(tiny_recipe("post"), 40)
+    n_pre = sum(p.numel() for p in pre.parameters())
+    n_post = sum(p.numel() for p in post.parameters())
+    assert n_pre - n_post == 2 * 2 * 16
+
+
+def test_shared_embedding_init_and_tied_output() -> None:
+    r = Recipe()
+    r.model.text_only = True
+    model = build_model(r, 2000)
+    w = model.embed.weight
+    assert torch.all(w[PAD] == 0)
+    assert abs(w[4:].std().item() - 128**-0.5) < 0.003
+    names = [n for n, _ in model.named_parameters() if "embed" in n]
+    assert names == ["embed.embed.weight"]  # one matrix: encoder input, decoder input and output projection
+    x = torch.randn(2, 3, 128)
+    assert torch.equal(model.embed.logits(x), x @ w.T)
+
+
+def test_sinusoidal_positions_follow_fairseq_layout() -> None:
+    d = 8
+    table = sinusoidal_table(torch.tensor([2, 5]), d)
+    freqs = [math.exp(-i * math.log(10000) / (d // 2 - 1)) for i in range(d // 2)]
+    expected = [[math.sin(p * f) for f in freqs] + [math.cos(p * f) for f in freqs] for p in (2, 5)]
+    assert torch.allclose(table, torch.tensor(expected), atol=1e-6)
+
+
+def test_embedding_scale_positions_and_pad() -> None:
+    model = build_model(tiny_recipe(), 40).eval()
+    tokens = torch.tensor([[5, 7, PAD]])
+    x = model.embed(tokens)
+    pe = sinusoidal_table(torch.arange(3) + PAD + 1, 16)
+    w = model.embed.weight
+    assert torch.allclose(x[0, 0], 4.0 * w[5] + pe[0], atol=1e-6)
+    assert torch.allclose(x[0, 1], 4.0 * w[7] + pe[1], atol=1e-6)
+    assert torch.equal(x[0, 2], torch.zeros(16))  # pad: zero row, no position
+    assert torch.allclose(model.embed(torch.tensor([[7]]), start=1)[0, 0], x[0, 1], atol=1e-6)
+
+
+def test_positions_grow_beyond_the_table() -> None:
+    model = build_model(tiny_recipe(max_positions=4), 40).eval()
+    x = model.embed(torch.full((1, 9), 5))
+    assert torch.allclose(x[0, 8], 4.0 * model.embed.weight[5] + sinusoidal_table(torch.tensor([8 + 2]), 16)[0])
+
+
+def test_explicit_attention_equals_sdpa() -> None:
+    att = Attention(16, 4, 0.0)
+    q, k, v = att.project_self(torch.randn(2, 5, 16))
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, None, :]
+    fused, none = att.attend(q, k, v, mask)
+    explicit, probs = att.attend(q, k, v, mask, need_weights=True)
+    assert none is None and probs.shape == (2, 4, 5, 5)
+    assert torch.allclose(fused, explicit, atol=1e-6)
+    assert torch.all(probs[1, :, :, 3:] == 0)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 5))
+    causal, _ = att.attend(q, k, v, is_causal=True)
+    causal_explicit, p = att.attend(q, k, v, is_causal=True, need_weights=True)
+    assert torch.allclose(causal, causal_explicit, atol=1e-6) and torch.all(p.triu(1) == 0)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_text_only_shapes_and_attention(norm: str) -> None:
+    model = build_model(tiny_recipe(norm), 40)
+    src, tgt = batch()
+    logits, kd = model(src, tgt)
+    assert logits.shape == (3, 6, 40) and kd == {}
+    enc = model.encode(src, return_attention=True)
+    assert enc.states.shape == (3, 7, 16) and enc.m is None
+    assert torch.equal(enc.pad_mask, src.eq(PAD))
+    assert enc.attention.shape == (3, 2, 7, 7)
+    assert torch.all(enc.attention[2, :, :, 2:] == 0)  # pad keys get no attention
+    assert model.encode(src).attention is None
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_pad_keys_are_masked(norm: str) -> None:
+    model = build_model(tiny_recipe(norm), 40).eval()
+    src, tgt = batch()
+    enc = model.encode(src)
+    logits = model.decode(tgt, enc)
+    with torch.no_grad():
+        model.embed.embed.weight[PAD].normal_()
+    enc2 = model.encode(src)
+    real = ~src.eq(PAD)
+    assert torch.allclose(enc.states[real], enc2.states[real], atol=1e-6)
+    other = torch.arange(40) != PAD
+    assert torch.allclose(logits[..., other], model.decode(tgt, enc2)[..., other], atol=1e-5)
+    # more padding changes nothing either
+    longer = torch.cat([src, torch.full((3, 4), PAD)], dim=1)
+    enc3 = model.encode(longer)
+    assert torch.allclose(enc2.states[real], enc3.states[:, :7][real], atol=1e-5)
+    assert torch.allclose(model.decode(tgt, enc2), model.decode(tgt, enc3), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_incremental_decoding_equals_full_decoding(norm: str) -> None:
+    model = build_model(tiny_recipe(norm), 40).eval()
+    src, tgt = batch()
+    with torch.no_grad():
+        enc = model.encode(src)
+        full = model.decode(tgt, enc)
+        state = model.new_decoder_state()
+        steps = [model.decode(tgt[:, i : i + 1], enc, state) for i in range(tgt.size(1))]
+        assert state.length == tgt.size(1)
+        assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+        # a prefix of 2, then 3 tokens at once, then 1
+        state = model.new_decoder_state()
+        parts = [model.decode(tgt[:, a:b], enc, state) for a, b in ((0, 2), (2, 5), (5, 6))]
+        assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+def test_state_reorder_for_beam_search() -> None:
+    model = build_model(tiny_recipe(), 40).eval()
+    src, tgt = batch()
+    index = torch.tensor([2, 0, 0, 1])
+    with torch.no_grad():
+        enc = model.encode(src)
+        state = model.new_decoder_state()
+        model.decode(tgt[:, :3], enc, state)
+        state.reorder(index)
+        step = model.decode(tgt[index, 3:4], enc.index_select(index), state)
+        ref = model.decode(tgt[index, :4], model.encode(src[index]))
+    assert isinstance(state, DecoderState)
+    assert torch.allclose(step[:, 0], ref[:, 3], atol=1e-5)
+
+
+def test_dropout_is_active_in_training_only() -> None:
+    model = build_model(tiny_recipe(), 40)
+    src, tgt = batch()
+    a, _ = model(src, tgt)
+    b, _ = model(src, tgt)
+    assert not torch.allclose(a, b)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(src, tgt)[0], model(src, tgt)[0])
+
+
+def test_text_only_model_refuses_vision_calls() -> None:
+    from ikd.errors import IkdError
+
+    model = build_model(tiny_recipe(), 40)
+    src, _ = batch()
+    with pytest.raises(IkdError, match="text-only"):
+        model.generate_m(src)
