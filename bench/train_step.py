@@ -162,9 +162,13 @@ def bench(name: str, recipe, batches, vocab_size: int, device: torch.device, arg
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
+    if args.sync_debug and device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("error")  # any host sync inside the timed steps raises
     start = time.perf_counter()
     for b in steps:
         stepper.step(b)
+    if args.sync_debug and device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("default")
     means, _, bad = stepper.drain()  # the one host sync
     sync(device)
     seconds = time.perf_counter() - start
@@ -207,6 +211,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="default: the recipe's")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-debug", action="store_true", help="CUDA: fail on any host sync in the timed steps")
     p.add_argument("--data", default=None, help="a prepared data folder instead of raw Multi30K text")
     p.add_argument("--src", default="en")
     p.add_argument("--tgt", default="de")

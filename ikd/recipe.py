@@ -107,6 +107,8 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         choices = typing.get_args(annotation)
+        if value is False and "off" in choices:  # YAML 1.1 reads a bare `off` as false
+            value = "off"
         if value not in choices:
             raise IkdError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: no spin-waiting threads
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 import torch
-
 from fixtures_data import *  # noqa: F403
 from fixtures_train import *  # noqa: F403
 

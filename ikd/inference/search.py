@@ -69,11 +69,6 @@ def reorder_within_sentences(state, rows: Tensor) -> None:
     fast = getattr(state, "reorder_beams", None)
     if fast is not None:
         fast(rows)
-    elif all(hasattr(state, name) for name in ("self_k", "self_v", "cross_k", "cross_v")):
-        for cache in (state.self_k, state.self_v):
-            for i, t in enumerate(cache):
-                if t is not None:
-                    cache[i] = t.index_select(0, rows)
     else:
         state.reorder(rows)
 

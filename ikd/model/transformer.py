@@ -274,6 +274,15 @@ class DecoderState:
             self.cross_mask = self.cross_mask.index_select(0, index)
         return self
 
+    def reorder_beams(self, index: Tensor) -> DecoderState:
+        """Reorder rows within each sentence's block of beams: only the per-step self-attention caches move.
+        The cross-attention caches and mask are equal across a sentence's beams, so they stay. In place."""
+        for cache in (self.self_k, self.self_v):
+            for i, t in enumerate(cache):
+                if t is not None:
+                    cache[i] = t.index_select(0, index)
+        return self
+
 
 class DecoderLayer(nn.Module):
     """Causal self-attention, cross-attention over the encoder states, feed-forward."""

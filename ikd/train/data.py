@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ikd.data.bpe import read_bpe_vocab
 from ikd.data.dataset import BatchDataset, ParallelData, batch_indices
 from ikd.data.manifest import read_manifest_or_none
 from ikd.data.vocab import Vocabulary
@@ -48,6 +49,7 @@ class SplitData:
 class RunData:
     vocab: Vocabulary
     bpe_codes: str
+    bpe_vocab: dict[str, dict[str, int]]  # per-language BPE vocabulary filter {lang: {unit: count}}
     train: SplitData
     valid: SplitData
     valid_refs: list[str]  # tokenised references of the kept valid lines (for BLEU)
@@ -94,6 +96,11 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
     vocab = Vocabulary.load(vocab_path)
     codes_path = pair / "bpe.codes"
     bpe_codes = codes_path.read_text(encoding="utf-8") if codes_path.is_file() else ""
+    bpe_vocab = {
+        lang: read_bpe_vocab(pair / f"bpe.vocab.{lang}")
+        for lang in (cfg.src, cfg.tgt)
+        if (pair / f"bpe.vocab.{lang}").is_file()
+    }
 
     images = needs_images(recipe)
     if images and not _has_images(data_dir, cfg.train_split):
@@ -128,7 +135,7 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
         from ikd.data.text import remove_bpe
 
         refs = [remove_bpe(" ".join(vocab.decode(valid.tgt[i]))) for i in valid_split.keep]
-    return RunData(vocab, bpe_codes, train_split, valid_split, refs, images)
+    return RunData(vocab, bpe_codes, bpe_vocab, train_split, valid_split, refs, images)
 
 
 def make_loader(

@@ -16,6 +16,7 @@ from torch import nn
 
 from ikd.checkpoint import load_checkpoint
 from ikd.errors import IkdError
+from ikd.evaluation.metrics import bleu
 from ikd.fileio import atomic_write_text
 from ikd.recipe import Recipe, dump_recipe
 from ikd.train import distributed as dist
@@ -212,6 +213,7 @@ class Trainer:
             "recipe": self.recipe.to_dict(),
             "vocab": list(self.data.vocab.tokens),
             "bpe_codes": self.data.bpe_codes,
+            "bpe_vocab": self.data.bpe_vocab,
             "src": self.recipe.data.src,
             "tgt": self.recipe.data.tgt,
             "epoch": self.epoch,
@@ -263,7 +265,6 @@ class Trainer:
     def valid_bleu(self) -> float:
         """Corpus BLEU of greedy (valid_beam 1) or beam search on the valid split: de-BPE'd, tokenised text,
         sacrebleu with tokenize=none (the paper's multi-bleu-style number)."""
-        import sacrebleu
 
         from ikd.data.text import remove_bpe
         from ikd.inference.search import beam_search, greedy_search
@@ -285,7 +286,7 @@ class Trainer:
                 hyps[int(line)] = remove_bpe(" ".join(vocab.decode(ids)))
         model.train()
         order = [hyps[int(i)] for i in split.keep]
-        return float(sacrebleu.corpus_bleu(order, [self.data.valid_refs], tokenize="none", force=True).score)
+        return bleu(order, self.data.valid_refs).score
 
     # ---- the loop ----------------------------------------------------------------------------------
     def _check_finite(self, first_bad: int | None, steps: int, finite_steps_nan: bool) -> None:
