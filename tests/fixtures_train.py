@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,9 @@ TINY_MODEL = [
     "model.encoder_layers=1",
     "model.decoder_layers=1",
     "model.dropout=0.1",
+    "vision.backbone=resnet18",  # the tests were tuned with a small random ResNet at 32 px and l2 KD
     "vision.image_size=32",
+    "kd.distance=l2",
 ]
 FIXTURE_MODEL = [
     "model.d_model=64",
@@ -34,7 +37,9 @@ FIXTURE_MODEL = [
     "model.encoder_layers=2",
     "model.decoder_layers=2",
     "model.dropout=0.1",
+    "vision.backbone=resnet18",  # the tests were tuned with a small random ResNet at 32 px and l2 KD
     "vision.image_size=32",
+    "kd.distance=l2",
 ]
 
 
@@ -80,3 +85,23 @@ def toy_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with one_thread():
         train(recipe, out=out, device="cpu", progress=False, report=lambda _msg: None)
     return out / "checkpoint_average.pt"
+
+
+def untrained_copy(checkpoint: Path, out: Path) -> Path:
+    """The same recipe, freshly initialised, with the trained checkpoint's teacher (so that the images'
+    features are the same and only the text side differs)."""
+    from ikd.checkpoint import load_checkpoint, save_checkpoint
+    from ikd.inference.loading import load_for_inference
+    from ikd.model import build_model
+
+    loaded = load_for_inference(checkpoint, "cpu")
+    payload = load_checkpoint(checkpoint)
+    payload.pop("train_state", None)
+    torch.manual_seed(1234)
+    model = build_model(loaded.recipe, len(loaded.vocab), pad=loaded.vocab.pad, load_teacher_weights=False)
+    state = model.state_dict()
+    for key, value in payload["model"].items():
+        if key.startswith("teacher."):
+            state[key] = value
+    save_checkpoint({**payload, "model": state, "epoch": 0, "updates": 0}, out)
+    return out

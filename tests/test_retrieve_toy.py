@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_train import untrained_copy
 
 from ikd.cli import main
 
@@ -53,29 +54,9 @@ def retrieval_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactor
     return out / "checkpoint_last.pt"
 
 
-def _untrained(checkpoint: Path, out: Path) -> Path:
-    """The same recipe, freshly initialised, with the trained checkpoint's teacher (so that the images'
-    features are the same and only the text side differs)."""
-    from ikd.checkpoint import load_checkpoint, save_checkpoint
-    from ikd.inference.loading import load_for_inference
-    from ikd.model import build_model
-
-    loaded = load_for_inference(checkpoint, "cpu")
-    payload = load_checkpoint(checkpoint)
-    payload.pop("train_state", None)
-    torch.manual_seed(1234)
-    model = build_model(loaded.recipe, len(loaded.vocab), pad=loaded.vocab.pad, load_teacher_weights=False)
-    state = model.state_dict()
-    for key, value in payload["model"].items():
-        if key.startswith("teacher."):
-            state[key] = value
-    save_checkpoint({**payload, "model": state, "epoch": 0, "updates": 0}, out)
-    return out
-
-
 def test_trained_model_retrieves_its_images(retrieval_checkpoint: Path, toy_data: Path, tmp_path: Path, capsys) -> None:
     trained = _retrieve(capsys, retrieval_checkpoint, toy_data)
-    untrained = _retrieve(capsys, _untrained(retrieval_checkpoint, tmp_path / "untrained.pt"), toy_data)
+    untrained = _retrieve(capsys, untrained_copy(retrieval_checkpoint, tmp_path / "untrained.pt"), toy_data)
     n = trained["n"]
     assert n == 40 and trained["chance"] == {"R@1": 2.5, "R@5": 12.5, "R@10": 25.0, "R@15": 37.5}
     r, u = trained["recall"], untrained["recall"]

@@ -33,7 +33,13 @@ def toy_mmt_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactory)
     recipe = toy_recipe(
         toy_data,
         *("model.d_model=64", "model.heads=4", "model.ffn=128", "model.encoder_layers=2", "model.decoder_layers=2"),
-        *("model.dropout=0.1", "vision.image_size=32", "kd.lambda_irm=0", "kd.lambda_iam=0"),
+        *(
+            "model.dropout=0.1",
+            "vision.backbone=resnet18",
+            "vision.image_size=32",
+            "kd.lambda_irm=0",
+            "kd.lambda_iam=0",
+        ),
         *("train.max_epochs=25", "train.max_tokens=512", "train.lr=0.005", "train.warmup_updates=20"),
         *("train.valid_bleu=false", "train.keep_last=2", "train.average_last=2"),
     )
