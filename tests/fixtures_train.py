@@ -1,9 +1,10 @@
 """Trained-model fixtures (owner: training work): tiny checkpoints for tests.
 
-`toy_checkpoint`: a small IKD model (ResNet-18 random teacher at 32 px, d_model 64, 2+2 layers) trained for a
-few epochs on the `toy_data` fixture; the path of its averaged, self-contained checkpoint
-(RUN/checkpoint_average.pt; RUN also holds checkpoint_last.pt with train_state, checkpoint_best.pt,
-metrics.jsonl and recipe.yaml). Session-scoped: do not modify the files.
+`toy_checkpoint`: recipes/toy.yaml's IKD model (random AlexNet teacher at 64 px, cosine KD) made tiny (d_model 32,
+1+1 layers) and trained for 14 short epochs on the `toy_data` fixture; the path of its averaged, self-contained
+checkpoint (RUN/checkpoint_average.pt, the last 4 epochs; RUN also holds checkpoint_last.pt with train_state,
+checkpoint_best.pt, metrics.jsonl and recipe.yaml). Its text-generated m retrieves the test pictures far above
+chance (tests/test_retrieve_toy.py). Session-scoped: do not modify the files.
 """
 
 from __future__ import annotations
@@ -30,16 +31,25 @@ TINY_MODEL = [
     "vision.image_size=32",
     "kd.distance=l2",
 ]
-FIXTURE_MODEL = [
-    "model.d_model=64",
-    "model.heads=4",
-    "model.ffn=128",
-    "model.encoder_layers=2",
-    "model.decoder_layers=2",
+# The training fixture: recipes/toy.yaml's teacher and KD (random AlexNet at 64 px, cosine, model grain, both
+# losses) with the tiny model, shortened for 300 sentences (about 25 s on one core). Short batches (about 18
+# sentences, 18 updates per epoch) and a high rate give the generator the few hundred updates it needs to learn the
+# caption-specific part of m; averaging the last 4 epochs smooths the epoch-to-epoch wobble of the ranking.
+# Measured (seed 1): test R@1 15% of 40 (chance 2.5%), median rank 6; the same model untrained: 2.5%, 22.
+FIXTURE_RUN = [
+    "model.d_model=32",
+    "model.heads=2",
+    "model.ffn=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
     "model.dropout=0.1",
-    "vision.backbone=resnet18",  # the tests were tuned with a small random ResNet at 32 px and l2 KD
-    "vision.image_size=32",
-    "kd.distance=l2",
+    "train.max_tokens=256",
+    "train.lr=0.01",
+    "train.warmup_updates=10",
+    "train.max_epochs=14",
+    "train.valid_bleu=false",
+    "train.keep_last=4",
+    "train.average_last=4",
 ]
 
 
@@ -68,20 +78,11 @@ def toy_recipe(data_dir: str | Path, *overrides: str, source: Path = TOY_RECIPE)
 
 @pytest.fixture(scope="session")
 def toy_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Path of RUN/checkpoint_average.pt of a short toy run (about 20-40 s on 2 cores)."""
+    """Path of RUN/checkpoint_average.pt of a short toy run (about 25 s on one core)."""
     from ikd.train.trainer import train
 
     out = tmp_path_factory.mktemp("toy_run") / "run"
-    recipe = toy_recipe(
-        toy_data,
-        *FIXTURE_MODEL,
-        "train.max_epochs=6",
-        "train.lr=0.003",
-        "train.warmup_updates=10",
-        "train.valid_bleu=false",
-        "train.keep_last=2",
-        "train.average_last=2",
-    )
+    recipe = toy_recipe(toy_data, *FIXTURE_RUN)
     with one_thread():
         train(recipe, out=out, device="cpu", progress=False, report=lambda _msg: None)
     return out / "checkpoint_average.pt"
