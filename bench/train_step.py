@@ -58,22 +58,14 @@ def load_text(args) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     return src, tgt, len(vocab)
 
 
-def make_batches(src, tgt, max_tokens: int, n: int, seed: int, pad: int = 1, eos: int = 2) -> list:
-    """`n` token-bucketed batches (fairseq cost: sentences x max length), sorted by length then shuffled."""
-    rng = np.random.default_rng(seed)
-    lens = np.array([max(len(s), len(t)) for s, t in zip(src, tgt)])
-    order = np.argsort(lens + rng.random(len(lens)), kind="stable")
-    batches, cur, longest = [], [], 0
-    for i in order:
-        longest2 = max(longest, lens[i])
-        if cur and longest2 * (len(cur) + 1) > max_tokens:
-            batches.append(cur)
-            cur, longest2 = [], lens[i]
-        cur.append(i)
-        longest = longest2
-    if cur:
-        batches.append(cur)
-    rng.shuffle(batches)
+def make_batches(src, tgt, max_tokens: int, n: int, seed: int, pad: int = 1, eos: int = 2, multiple: int = 8) -> list:
+    """`n` token-bucketed batches exactly as training makes them (ikd.data.dataset.batch_indices: fairseq's
+    cost, sizes rounded to `multiple`, so the CNNs see the training run's few batch shapes)."""
+    from ikd.data.dataset import batch_indices
+
+    src_lens = np.array([len(s) for s in src])
+    tgt_lens = np.array([len(t) for t in tgt])
+    batches = [b.tolist() for b in batch_indices(src_lens, tgt_lens, max_tokens, multiple, True, seed, 1)]
     out = []
     for idx in batches[:n]:
         b = len(idx)
@@ -223,9 +215,7 @@ def main() -> None:
     args.steps = args.steps or (200 if gpu else 30)
     args.warmup = args.warmup if args.warmup is not None else (20 if gpu else 3)
     if gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = True  # as the trainer sets it (and no TF32: the trainer leaves it off)
 
     overrides = ["vision.teacher_weights=none", *args.overrides]
     if args.image_size or not gpu:
@@ -236,7 +226,14 @@ def main() -> None:
         overrides.append("train.amp=bf16")
     recipe = load_recipe(args.recipe, overrides)
     src, tgt, vocab_size = load_text(args)
-    batches = make_batches(src, tgt, recipe.train.max_tokens, args.warmup + args.steps, recipe.train.seed)
+    batches = make_batches(
+        src,
+        tgt,
+        recipe.train.max_tokens,
+        args.warmup + args.steps,
+        recipe.train.seed,
+        multiple=recipe.train.batch_multiple,
+    )
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     print(
         f"device: {name}; torch {torch.__version__}; recipe {args.recipe}; max_tokens {recipe.train.max_tokens}; "

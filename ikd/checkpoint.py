@@ -20,6 +20,8 @@ FORMAT = "ikd-checkpoint-1"
 #   recipe      the resolved recipe as a dict (ikd.recipe.Recipe.to_dict())
 #   vocab       the joint vocabulary's token list, specials first
 #   bpe_codes   the text of the subword-nmt codes file ("" when the data had no BPE step)
+#   bpe_vocab   the per-language BPE vocabulary filters {lang: {unit: count}}
+#   bpe_glossaries  the tokens BPE never splits (`ikd bpe --glossary`; the mask token [U] by default)
 #   src, tgt    language codes
 #   epoch, updates
 #   train_state (optional, absent from averaged checkpoints) optimiser, scheduler, scaler, RNG, early stopping

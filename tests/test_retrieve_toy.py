@@ -67,16 +67,30 @@ def test_precomputed_features_and_pooling(toy_checkpoint: Path, toy_data: Path, 
     assert from_file["recall"] == direct["recall"] and from_file["features"] == str(path)
     pooled = _retrieve(capsys, toy_checkpoint, toy_data, "--pool", "avg")
     assert pooled["pool"] == "avg" and 0 <= pooled["recall"]["R@1"] <= 100
+    # already pooled [N, C] vectors (e.g. a published avgpool .npy) rank exactly as pooling the maps here
+    np.save(path, feats.mean(axis=(2, 3)))
+    pooled_file = _retrieve(capsys, toy_checkpoint, toy_data, "--pool", "avg", "--features", str(path))
+    assert pooled_file["recall"] == pooled["recall"]
 
 
 def test_retrieve_errors(toy_checkpoint: Path, toy_data: Path, tmp_path: Path, capsys) -> None:
     base = ["retrieve", "--checkpoint", str(toy_checkpoint), "--data", str(toy_data), "--device", "cpu"]
     assert main([*base, "--split", "nosuch"]) == 1
     assert "nosuch" in capsys.readouterr().err
+    from ikd.inference.loading import load_for_inference
+
+    c, h, w = load_for_inference(toy_checkpoint, "cpu").model.out_shape
     bad = tmp_path / "bad.npy"
-    np.save(bad, np.zeros((3, 4), dtype=np.float32))
+    np.save(bad, np.zeros((3, c, h, w), dtype=np.float32))
     assert main([*base, "--split", SPLIT, "--features", str(bad)]) == 1
     assert "3 rows but split 'test' has 40 sentences" in capsys.readouterr().err
+    # channels-last maps have as many values as m, but in another order: refused, not silently compared
+    np.save(bad, np.zeros((40, h, w, c) if h * w > 1 else (40, c * h * w), dtype=np.float32))
+    assert main([*base, "--split", SPLIT, "--features", str(bad)]) == 1
+    assert f"but m has shape ({c}, {h}, {w}): expected [N, {c}, {h}, {w}] (channels first)" in capsys.readouterr().err
+    np.save(bad, np.zeros((40, c + 1), dtype=np.float32))
+    assert main([*base, "--split", SPLIT, "--features", str(bad), "--pool", "avg"]) == 1
+    assert f"or pooled [N, {c}]" in capsys.readouterr().err
     assert main([*base, "--split", SPLIT, "--pool", "max"]) == 1
     assert "expected none or avg" in capsys.readouterr().err
     data = tmp_path / "data"

@@ -44,6 +44,19 @@ def test_train_bad_set_override(capfd):
     assert "section.key=value" in capfd.readouterr().err
 
 
+def test_set_takes_several_overrides_as_the_recipes_document(capfd):
+    """`--set a=1 b=2` (the recipes' comment lines) applies both; so do overrides after the recipe."""
+    from ikd.commands.train import _split_arguments
+
+    recipe = str(REPO / "recipes" / "en-de.yaml")
+    assert main(["train", recipe, "--set", "kd.distance=l1", "kd.grain=nonsense"]) == 1
+    err = capfd.readouterr().err
+    assert "kd.grain" in err and "nonsense" in err
+    assert _split_arguments(["kd.a=1", recipe, "train.b=x.yaml"]) == (Path(recipe), ["kd.a=1", "train.b=x.yaml"])
+    assert main(["train", recipe, recipe]) == 1
+    assert "one RECIPE.yaml expected, got 2" in capfd.readouterr().err
+
+
 def test_recipes_load_and_ablation_lines_parse():
     from ikd.recipe import load_recipe
 

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: str = typer.Option(None, "--json", help="Write the results as JSON to this file ('-': stdout)."),
         bootstrap_samples: int = typer.Option(1000, "--bootstrap-samples", help="Paired bootstrap resamples."),
-        seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed (not 0)."),
+        seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed."),
         checkpoint: list[Path] = typer.Option(
             None, "--checkpoint", "-c", help="Translate --split(s) of --data with this checkpoint; repeat for seeds."
         ),
@@ -73,8 +73,10 @@ def register(app: typer.Typer) -> None:
         save_hyps: Path = typer.Option(None, "--save-hyps", help="With --checkpoint: write the translations here."),
         beam: int = typer.Option(5, "--beam", "-b", help="With --checkpoint: beam size (1 = greedy)."),
         lenpen: float = typer.Option(1.0, "--lenpen", help="With --checkpoint: length penalty."),
-        max_len_a: float = typer.Option(1.5, "--max-len-a", help="With --checkpoint: output cap a*src_len+b."),
-        max_len_b: int = typer.Option(10, "--max-len-b", help="With --checkpoint: see --max-len-a."),
+        max_len_a: float = typer.Option(
+            0.0, "--max-len-a", help="With --checkpoint: output cap a*src_len+b (the paper's 0*src+200)."
+        ),
+        max_len_b: int = typer.Option(200, "--max-len-b", help="With --checkpoint: see --max-len-a."),
         batch_size: int = typer.Option(128, "--batch-size", help="With --checkpoint: sentences per batch."),
         device: str = typer.Option("auto", "--device", help="With --checkpoint: auto, cpu, cuda ..."),
         threads: int = typer.Option(0, "--threads", help="With --checkpoint: CPU decoding threads (0: 1)."),
@@ -90,8 +92,6 @@ def register(app: typer.Typer) -> None:
         chosen = parse_metrics(metrics)
         if bootstrap_samples < 1:
             raise IkdError("--bootstrap-samples must be at least 1")
-        if seed == 0:
-            raise IkdError("--seed 0 means unseeded to sacrebleu; use another value")
         jar = str(meteor_jar) if meteor_jar else None
         out = Console(stderr=json_out == "-", highlight=False)
         if not out.is_terminal:
@@ -192,7 +192,7 @@ def _evaluate_checkpoints(
             lines = read_lines(source, allow_empty=True)
             before = translator.stats.seconds
             with decoding_threads(threads, loaded.device):
-                hyps[k, split] = [r[0][0] for r in translator.translate_lines(lines)]
+                hyps[k, split] = [r[0][0] if r else "" for r in translator.translate_lines(lines)]
             took = translator.stats.seconds - before
             console.print(
                 f"translated {split} ({len(lines)} sentences) with {names[k]} in {took:.1f} s on {loaded.device}",

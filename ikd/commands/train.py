@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import typer
 
 from ikd.errors import IkdError
 
+_OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+
+
+def _split_arguments(arguments: list[str]) -> tuple[Path | None, list[str]]:
+    """Positional arguments -> (the recipe, overrides): every SECTION.KEY=VALUE is an override, so that
+    `--set a=1 b=2` means `--set a=1 --set b=2`; one other argument at most, the recipe."""
+    overrides = [a for a in arguments if _OVERRIDE.match(a)]
+    others = [a for a in arguments if a not in overrides]
+    if len(others) > 1:
+        raise IkdError(f"one RECIPE.yaml expected, got {len(others)}: {', '.join(others)}")
+    return (Path(others[0]) if others else None), overrides
+
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        recipe: Path = typer.Argument(
-            None, metavar="RECIPE.yaml", help="Recipe YAML (see recipes/).", show_default=False
+        arguments: list[str] = typer.Argument(
+            None,
+            metavar="RECIPE.yaml [SECTION.KEY=VALUE ...]",
+            help="Recipe YAML (see recipes/), optionally followed by overrides as --set takes them.",
+            show_default=False,
         ),
         overrides: list[str] = typer.Option(
             None,
@@ -44,6 +60,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         console = Console(stderr=True, highlight=False)
+        recipe, trailing = _split_arguments(list(arguments or []))
+        overrides = [*(overrides or []), *trailing]  # so `--set a=1 b=2` means `--set a=1 --set b=2`
         if average_only is not None:
             from ikd.train.checkpoints import average_checkpoints
 

@@ -27,6 +27,7 @@ from ikd.fileio import atomic_write_lines, atomic_write_text, read_lines, sha256
 SEPARATOR = "@@"
 DEFAULT_GLOSSARIES = ("[U]",)
 STATE_FILE = "bpe.json"
+CACHE_TYPES = 1_000_000  # segmented word types kept by BPE.apply (Multi30K train has about 20k per language)
 
 
 def _words(line: str) -> list[str]:
@@ -82,6 +83,8 @@ class BPE:
         for token in tokens:
             pieces = cache.get(token)
             if pieces is None:  # subword-nmt runs its glossary regexes on every token; do it once per type
+                if len(cache) >= CACHE_TYPES:  # bounded: a stream of new words must not grow it without end
+                    cache.clear()
                 pieces = cache[token] = self._impl.segment_tokens([token]) if token else []
             out.extend(pieces)
         return out
@@ -120,6 +123,22 @@ def read_bpe_vocab(path: Path) -> dict[str, int]:
             raise IkdError(f"{path}:{number}: expected 'TOKEN COUNT', got {line!r}")
         vocab[parts[0]] = int(parts[1])
     return vocab
+
+
+def read_glossaries(pair_dir: Path) -> tuple[str, ...]:
+    """The glossary `ikd bpe` used for a pair folder (from its bpe.json), the default when unrecorded."""
+    path = Path(pair_dir) / STATE_FILE
+    if not path.is_file():
+        return DEFAULT_GLOSSARIES
+    try:
+        glossaries = json.loads(path.read_text(encoding="utf-8")).get("glossaries")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise IkdError(f"{path}: not the JSON file `ikd bpe` writes; run `ikd bpe` again") from None
+    if glossaries is None:
+        return DEFAULT_GLOSSARIES
+    if not isinstance(glossaries, list) or not all(isinstance(g, str) and g for g in glossaries):
+        raise IkdError(f"{path}: 'glossaries' must be a list of tokens")
+    return tuple(glossaries)
 
 
 @dataclass

@@ -13,7 +13,6 @@ import re
 from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 
 MASK = "[U]"
-_MASK_RE = re.compile(re.escape(MASK))
 _BPE_RE = re.compile(r"@@( |$)")
 
 
@@ -40,24 +39,32 @@ def _preprocess_piece(text: str, lang: str) -> str:
     return _tokenizer(lang).tokenize(normalised, escape=True, return_str=True)
 
 
-def preprocess(line: str, lang: str) -> str:
+@functools.cache
+def _keep_pattern(keep: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("(" + "|".join(re.escape(t) for t in sorted(keep, key=len, reverse=True)) + ")")
+
+
+def preprocess(line: str, lang: str, keep: tuple[str, ...] = (MASK,)) -> str:
     """Raw sentence -> lowercased, punctuation-normalised, Moses-tokenised text with XML escapes.
 
-    The mask token `[U]` survives as a token of its own (not lowercased, not escaped).
+    The tokens in `keep` (the mask token `[U]` by default; a BPE glossary) survive as tokens of their own,
+    not lowercased, not escaped.
     """
-    if MASK not in line:
+    keep = tuple(t for t in keep if t and t in line)
+    if not keep:
         return _preprocess_piece(line, lang)
-    pieces = [_preprocess_piece(piece, lang) for piece in _MASK_RE.split(line)]
-    return " ".join(p for p in _interleave(pieces) if p)
-
-
-def _interleave(pieces: list[str]) -> list[str]:
     out: list[str] = []
-    for i, piece in enumerate(pieces):
-        if i:
-            out.append(MASK)
-        out.append(piece)
-    return out
+    for i, piece in enumerate(_keep_pattern(keep).split(line)):
+        if i % 2:  # the split pattern's group: a kept token
+            out.append(piece)
+        elif piece.strip():
+            out.append(_preprocess_piece(piece, lang))
+    return " ".join(p for p in out if p)
+
+
+def lowercase_tokens(tokens: list[str], keep: tuple[str, ...] = (MASK,)) -> list[str]:
+    """Already tokenised text, lowercased as Multi30K's files are, but for the tokens in `keep`."""
+    return [t if t in keep else t.lower() for t in tokens]
 
 
 def detokenize(tokens: list[str], lang: str) -> str:

@@ -12,6 +12,7 @@ from ikd.fileio import atomic_write_lines, read_lines
 
 BOS, PAD, EOS, UNK = "<s>", "<pad>", "</s>", "<unk>"
 SPECIALS = (BOS, PAD, EOS, UNK)
+_CONTROL = frozenset((BOS, PAD, EOS))
 
 
 class Vocabulary:
@@ -55,8 +56,10 @@ class Vocabulary:
         return token in self.index
 
     def encode(self, tokens: list[str], add_eos: bool = True) -> list[int]:
-        """Tokens -> ids; unknown tokens map to <unk>; EOS appended (no BOS), as fairseq does."""
-        ids = [self.index.get(t, self.unk) for t in tokens]
+        """Tokens -> ids; unknown tokens map to <unk>; EOS appended (no BOS), as fairseq does. Text that spells
+        a control symbol (<s>, <pad>, </s>) is unknown text too: as its id it would act as padding or an end."""
+        unk, index = self.unk, self.index
+        ids = [unk if t in _CONTROL else index.get(t, unk) for t in tokens]
         if add_eos:
             ids.append(self.eos)
         return ids

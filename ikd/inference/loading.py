@@ -32,6 +32,13 @@ class Loaded:
     amp_dtype: torch.dtype | None = None
 
     @property
+    def keep_tokens(self) -> tuple[str, ...]:
+        """Tokens that preprocessing and BPE leave as they are (the mask token and any --glossary entry)."""
+        from ikd.data.text import MASK
+
+        return self.bpe.glossaries if self.bpe is not None else (MASK,)
+
+    @property
     def max_positions(self) -> int:
         return self.recipe.model.max_positions
 
@@ -71,17 +78,6 @@ def decoding_threads(threads: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def amp_dtype_for(setting: str, device: torch.device) -> torch.dtype | None:
-    """recipe train.amp (auto|bf16|fp16|off) -> the autocast dtype; always None off CUDA."""
-    if device.type != "cuda" or setting == "off":
-        return None
-    if setting == "fp16":
-        return torch.float16
-    if setting == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
 def _check_state_dict(path: Path, model: torch.nn.Module, state: dict, vocab: Vocabulary) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -113,8 +109,9 @@ def load_for_inference(
 ) -> Loaded:
     """Checkpoint -> Loaded. `expected_vocab` (e.g. a prepared data folder's vocab.txt) must be the
     checkpoint's own vocabulary; `amp` overrides the recipe's train.amp (auto|bf16|fp16|off)."""
-    from ikd.data.bpe import BPE
+    from ikd.data.bpe import BPE, DEFAULT_GLOSSARIES
     from ikd.model import build_model
+    from ikd.train.step import amp_dtype
 
     path = Path(path)
     payload = load_checkpoint(path)
@@ -144,6 +141,6 @@ def load_for_inference(
         # the model knows.
         filters = payload.get("bpe_vocab") or {}
         units = filters.get(payload["src"]) or {t for t in vocab.tokens if t not in SPECIALS}
-        bpe = BPE.from_codes(codes, units)
+        bpe = BPE.from_codes(codes, units, tuple(payload.get("bpe_glossaries", DEFAULT_GLOSSARIES)))
     setting = amp if amp is not None else recipe.train.amp
-    return Loaded(model, vocab, bpe, recipe, payload["src"], payload["tgt"], path, dev, amp_dtype_for(setting, dev))
+    return Loaded(model, vocab, bpe, recipe, payload["src"], payload["tgt"], path, dev, amp_dtype(setting, dev))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ikd.data.text import detokenize, preprocess, remove_bpe
+from ikd.data.text import detokenize, lowercase_tokens, preprocess, remove_bpe
 from ikd.errors import IkdError
 from ikd.inference.loading import Loaded
 from ikd.inference.search import Hypothesis, beam_search, greedy_search
@@ -78,7 +78,9 @@ class Translator:
             return None
         lo = self.loaded
         if self.input_mode == "raw":
-            tokens = preprocess(line, lo.src).split()
+            tokens = preprocess(line, lo.src, lo.keep_tokens).split()
+        elif self.input_mode == "tokenized":
+            tokens = lowercase_tokens(line.split(), lo.keep_tokens)
         else:
             tokens = line.split()
         if self.input_mode != "bpe" and lo.bpe is not None:

@@ -189,10 +189,15 @@ class IKDModel(nn.Module):
 
     def decode(self, tgt_in: Tensor, enc: EncoderOutput, state: DecoderState | None = None) -> Tensor:
         """tgt_in [B, U] -> logits [B, U, V]. With a state, tgt_in holds only the new token(s); cached
-        keys/values are used and extended, positions continue from state.length."""
+        keys/values are used and extended, positions continue from state.length. Incremental decoding (search)
+        projects to the vocabulary in fp32 even under autocast: bf16 logits would tie close candidates and
+        make GPU translations differ from fp32 ones."""
         start = 0 if state is None else state.length
         x = self.decoder(self.embed(tgt_in, start), enc.states, enc.pad_mask, state)
-        return self.embed.logits(x)
+        if state is None or not torch.is_autocast_enabled(x.device.type):
+            return self.embed.logits(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.embed.logits(x.float())
 
     # ------------------------------------------------------------------ images
     def normalise_images(self, images: Tensor) -> Tensor:

@@ -123,6 +123,7 @@ def read_source(data_dir: Path, split: str, loaded: Any) -> list[list[int]]:
                     "tokens): this data was segmented with other BPE codes than the model was trained on"
                 )
         lines = [line.split() for line in read_lines(bpe_path)]
+        read_from = bpe_path
     else:
         text_path = data_dir / "text" / f"{split}.{src}"
         if not text_path.is_file():
@@ -131,11 +132,12 @@ def read_source(data_dir: Path, split: str, loaded: Any) -> list[list[int]]:
             lines = [line.split() for line in read_lines(text_path)]
         else:
             lines = [loaded.bpe.apply(line.split()) for line in read_lines(text_path)]
+        read_from = text_path
     out = []
     for number, tokens in enumerate(lines, start=1):
         ids = vocab.encode(tokens)
         if len(ids) > loaded.max_positions:
-            raise IkdError(f"{bpe_path}:{number}: {len(ids)} tokens, more than the model's {loaded.max_positions}")
+            raise IkdError(f"{read_from}:{number}: {len(ids)} tokens, more than the model's {loaded.max_positions}")
         out.append(ids)
     return out
 
@@ -169,8 +171,11 @@ def teacher_image_features(model: Any, images: np.ndarray, batch_size: int, devi
     return torch.cat(chunks)
 
 
-def load_feature_file(path: str | os.PathLike, pool: str) -> Tensor:
-    """A precomputed [N, ...] .npy of visual features -> [N, D] normalised (pooled when asked, 4-D only)."""
+def load_feature_file(path: str | os.PathLike, pool: str, out_shape: Sequence[int] | None = None) -> Tensor:
+    """A precomputed .npy of visual features -> [N, D] normalised. `out_shape` (C, H, W) is m's shape: maps
+    must be [N, C, H, W] (channels first, as the teacher gives them); with --pool avg, already pooled [N, C]
+    vectors are accepted too. A flat or channels-last array is refused: compared value by value with m it
+    would rank in another order, silently."""
     path = Path(path)
     if not path.is_file():
         raise IkdError(f"--features {path}: file not found")
@@ -180,6 +185,17 @@ def load_feature_file(path: str | os.PathLike, pool: str) -> Tensor:
         raise IkdError(f"--features {path}: not a .npy array ({e})") from None
     if array.ndim < 2:
         raise IkdError(f"--features {path}: expected [N, ...] features, got shape {array.shape}")
+    if out_shape is not None:
+        c = int(out_shape[0])
+        pooled = pool == "avg" and array.ndim == 2 and array.shape[1] == c
+        if not pooled and tuple(array.shape[1:]) != tuple(out_shape):
+            accepted = f"[N, {', '.join(map(str, out_shape))}]" + (f" or pooled [N, {c}]" if pool == "avg" else "")
+            raise IkdError(
+                f"--features {path}: shape {tuple(array.shape)}, but m has shape {tuple(out_shape)}: expected "
+                f"{accepted} (channels first)"
+            )
+        if pooled:
+            return normalise_rows(torch.from_numpy(np.array(array, dtype=np.float32)))
     return normalise_rows(flatten_features(torch.from_numpy(np.array(array, dtype=np.float32)), pool))
 
 
@@ -206,7 +222,7 @@ def retrieve(
     sentences = read_source(data_dir, split, loaded)
     n = len(sentences)
     if features is not None:
-        keys = load_feature_file(features, pool)
+        keys = load_feature_file(features, pool, model.out_shape)
         source = str(features)
     else:
         npy = data_dir / "images" / f"{split}.npy"

@@ -11,9 +11,10 @@ from ikd.errors import IkdError
 
 def source_pieces(loaded: Any, sentence: str, tokenized: bool = False) -> list[str]:
     """Raw text -> lowercased, normalised, Moses-tokenised (unless `tokenized`) -> BPE pieces (no EOS)."""
-    from ikd.data.text import preprocess
+    from ikd.data.text import lowercase_tokens, preprocess
 
-    tokens = sentence.split() if tokenized else preprocess(sentence, loaded.src).split()
+    keep = loaded.keep_tokens
+    tokens = lowercase_tokens(sentence.split(), keep) if tokenized else preprocess(sentence, loaded.src, keep).split()
     if loaded.bpe is not None:
         tokens = loaded.bpe.apply(tokens)
     if not tokens:

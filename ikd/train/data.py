@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ikd.data.bpe import read_bpe_vocab
+from ikd.data.bpe import DEFAULT_GLOSSARIES, read_bpe_vocab, read_glossaries
 from ikd.data.dataset import BatchDataset, ParallelData, batch_indices
 from ikd.data.manifest import read_manifest_or_none
 from ikd.data.vocab import Vocabulary
@@ -54,6 +54,7 @@ class RunData:
     valid: SplitData
     valid_refs: list[str]  # tokenised references of the kept valid lines (for BLEU)
     images: bool  # whether the training batches carry images
+    bpe_glossaries: tuple[str, ...] = DEFAULT_GLOSSARIES  # tokens `ikd bpe` never split (the mask token)
 
 
 def _has_images(data_dir: Path, split: str) -> bool:
@@ -135,7 +136,8 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
         from ikd.data.text import remove_bpe
 
         refs = [remove_bpe(" ".join(vocab.decode(valid.tgt[i]))) for i in valid_split.keep]
-    return RunData(vocab, bpe_codes, bpe_vocab, train_split, valid_split, refs, images)
+    glossaries = read_glossaries(pair)
+    return RunData(vocab, bpe_codes, bpe_vocab, train_split, valid_split, refs, images, glossaries)
 
 
 def make_loader(

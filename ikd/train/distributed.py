@@ -71,6 +71,15 @@ def broadcast_object(value: object, info: DistInfo) -> object:
     return box[0]
 
 
+def all_gather_object(value: object, info: DistInfo) -> list:
+    """Every rank's value, in rank order, on every rank ([value] on one process)."""
+    if not info.enabled:
+        return [value]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
 def shard(batches: list, info: DistInfo) -> list:
     """Every rank takes every world_size-th batch; the list is cut to a multiple of world_size so that all
     ranks run the same number of steps (DDP would hang otherwise)."""

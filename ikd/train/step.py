@@ -29,7 +29,8 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if setting == "fp16":
         return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # native bf16 only (Ampere and newer): torch's default check also counts emulated bf16 (V100, T4)
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -122,9 +123,12 @@ class Stepper:
     def step(self, batch) -> None:
         losses = compute_losses(self.model, batch, self.recipe, self.pad, self.dtype)
         self.scaler.scale(losses.loss).backward()
+        self.scaler.unscale_(self.optimizer)
         if self.clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        else:
+            grads = [p.grad.detach() for p in self.params if p.grad is not None]
+            grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -132,6 +136,9 @@ class Stepper:
         self.steps += 1
         vec = losses.vector()
         finite = torch.isfinite(vec[0])
+        if not self.fp16:  # (fp16 overflows are the scaler's: it skips that step and lowers the scale)
+            # a finite loss with a non-finite gradient is as bad: name this update, not the next one
+            finite = finite & torch.isfinite(grad_norm)
         self.sums += torch.where(finite, vec, torch.zeros_like(vec))
         self.finite_steps += finite.float()
         bad_here = (~finite) & (self.first_bad < 0)

@@ -198,15 +198,19 @@ class Trainer:
         self.best = float(state["best_loss"])
         self.bad_epochs = int(state["bad_epochs"])
         self.elapsed = float(state.get("elapsed", 0.0))
-        if self.info.is_main:
+        per_rank = state.get("rng_ranks") or []
+        if len(per_rank) == self.info.world_size:  # every rank continues its own stream
+            set_rng_state(per_rank[self.info.rank])
+        elif self.info.is_main:
             set_rng_state(state["rng"])
-        else:
+        else:  # a checkpoint of another world size: a fresh, seeded stream per rank
             torch.manual_seed(self.recipe.train.seed * 1000 + self.info.rank + 7919 * self.epoch)
         self.report(f"resumed from {self.out / LAST}: epoch {self.epoch}, {self.stepper.updates} updates")
         self.log.write("resume", epoch=self.epoch, updates=self.stepper.updates)
 
     # ---- checkpoints -------------------------------------------------------------------------------
-    def payload(self) -> dict[str, Any]:
+    def payload(self, rng_ranks: list | None = None) -> dict[str, Any]:
+        """The checkpoint; `rng_ranks` are the RNG states of every rank (DDP) for an exact resume."""
         state = {k: v.detach().cpu() for k, v in self.raw_model.state_dict().items()}
         return {
             "model": state,
@@ -214,6 +218,7 @@ class Trainer:
             "vocab": list(self.data.vocab.tokens),
             "bpe_codes": self.data.bpe_codes,
             "bpe_vocab": self.data.bpe_vocab,
+            "bpe_glossaries": list(self.data.bpe_glossaries),
             "src": self.recipe.data.src,
             "tgt": self.recipe.data.tgt,
             "epoch": self.epoch,
@@ -223,6 +228,7 @@ class Trainer:
                 "schedule": self.stepper.schedule.state_dict(),
                 "scaler": self.stepper.scaler.state_dict() if self.stepper.fp16 else {},
                 "rng": rng_state(),
+                "rng_ranks": rng_ranks or [],
                 "best_loss": self.best,
                 "bad_epochs": self.bad_epochs,
                 "elapsed": self.elapsed,
@@ -297,7 +303,8 @@ class Trainer:
         good = self.out / LAST
         kept = f"; {good} (epoch {self.epoch}) is kept" if good.is_file() else ""
         raise IkdError(
-            f"training loss is not finite at update {first_bad} (epoch {self.epoch + 1}); training stopped{kept}. "
+            f"training loss or gradient is not finite at update {first_bad} (epoch {self.epoch + 1}); "
+            f"training stopped{kept}. "
             "Try a lower train.lr, a longer train.warmup_updates, or train.clip_norm"
         )
 
@@ -398,8 +405,9 @@ class Trainer:
                 self.bad_epochs += 1
             self.elapsed += time.perf_counter() - self._run_start
             self._run_start = time.perf_counter()
+            rng_ranks = dist.all_gather_object(rng_state(), self.info)
             if self.info.is_main:
-                self.ckpt.save_epoch(self.payload(), epoch, best=improved)
+                self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
             dist.barrier(self.info)
             world = self.info.world_size
             self.log.write(
