@@ -26,6 +26,20 @@ def test_apply_codes_and_glossary() -> None:
     assert BPE.from_codes(CODES).apply_line("x[U]low") == "x@@ [U]@@ low"
 
 
+def test_word_cache_is_bounded(monkeypatch) -> None:
+    """A long stream of new word types (streaming `ikd translate`) never grows the cache past its bound, and
+    segmenting after a reset gives the same pieces."""
+    import ikd.data.bpe as bpe_module
+
+    monkeypatch.setattr(bpe_module, "CACHE_TYPES", 3)
+    bpe = BPE.from_codes(CODES)
+    first = bpe.apply(["lower", "newer"])
+    for i in range(20):
+        bpe.apply([f"word{i}", "low"])
+        assert len(bpe._words) <= 3
+    assert bpe.apply(["lower", "newer"]) == first
+
+
 def test_vocabulary_filter_splits_unseen_units() -> None:
     # "low" is a unit of the codes, but this language never produced it: it is split back to "lo@@ w".
     bpe = BPE.from_codes(CODES, vocab={"lo@@": 3, "w": 2})

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from ikd.data.text import MASK, detokenize, preprocess, remove_bpe
+from ikd.data.text import MASK, detokenize, lowercase_tokens, preprocess, remove_bpe
 
 
 def test_preprocess_lowercases_normalises_and_escapes() -> None:
@@ -27,6 +27,10 @@ def test_preprocess_follows_the_old_moses_normaliser() -> None:
 def test_mask_token_survives_intact() -> None:
     assert preprocess("The [U] dog[U].", "en") == f"the {MASK} dog {MASK} ."
     assert preprocess("[U] läuft", "de") == f"{MASK} läuft"
+    # other kept tokens (a BPE glossary): neither lowercased nor escaped, the longest match first
+    assert preprocess("A <MASK> & [U]<MASK2>", "en", ("<MASK>", "<MASK2>", MASK)) == "a <MASK> &amp; [U] <MASK2>"
+    assert preprocess("A <MASK>", "en", ()) == "a &lt; mask &gt;"
+    assert lowercase_tokens(["A", "[U]", "Big", "<MASK>"], ("[U]", "<MASK>")) == ["a", "[U]", "big", "<MASK>"]
 
 
 def test_detokenize_inverts_tokenisation() -> None:

@@ -76,6 +76,7 @@ def test_toy_run_learns_and_writes_the_run_folder(reference_run, toy_data):
     assert last_ckpt["recipe"]["model"]["d_model"] == 32 and last_ckpt["recipe"]["vision"]["image_size"] == 32
     assert last_ckpt["bpe_codes"] == (toy_data / "en-de" / "bpe.codes").read_text(encoding="utf-8")
     assert last_ckpt["vocab"] == (toy_data / "en-de" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert last_ckpt["bpe_glossaries"] == ["[U]"]  # from the pair folder's bpe.json: the mask token stays whole
     state = last_ckpt["train_state"]
     assert {"optimizer", "schedule", "rng", "best_loss", "bad_epochs"} <= set(state)
     assert any(k.startswith("student.") for k in last_ckpt["model"])
@@ -130,7 +131,22 @@ def test_kill_and_resume_equals_uninterrupted(reference_run, toy_data, tmp_path)
     assert any(r["kind"] == "resume" for r in read_metrics(out / "metrics.jsonl"))
 
 
-def test_nan_loss_stops_with_the_update_and_keeps_the_good_checkpoint(toy_data, tmp_path, monkeypatch):
+class _InfiniteGradient(torch.autograd.Function):
+    """Identity forward (the loss stays finite), an infinite gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+@pytest.mark.parametrize("poison", ["loss", "gradient"])
+def test_nan_loss_stops_with_the_update_and_keeps_the_good_checkpoint(toy_data, tmp_path, monkeypatch, poison):
+    """A NaN loss, or a finite loss whose gradient overflows (fp32: no scaler to skip the step), stops the run
+    naming that very update; the last good checkpoint is kept and no non-finite weights are written."""
     import ikd.train.step as step
 
     real = step.compute_losses
@@ -140,7 +156,10 @@ def test_nan_loss_stops_with_the_update_and_keeps_the_good_checkpoint(toy_data, 
         losses = real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 8:  # the 8th update, in epoch 2
-            losses.loss = losses.loss * float("nan")
+            if poison == "loss":
+                losses.loss = losses.loss * float("nan")
+            else:
+                losses.loss = _InfiniteGradient.apply(losses.loss)
         return losses
 
     monkeypatch.setattr(step, "compute_losses", poisoned)
@@ -219,6 +238,10 @@ def test_ddp_two_processes_gloo(toy_data, tmp_path):
     split = load_run_data(recipe, "en-de-text.yaml").train
     per_epoch = [len(split.batches(1024, 8, True, 1, e)) // 2 for e in (1, 2)]
     assert epochs[-1]["updates"] == sum(per_epoch)
-    assert load_checkpoint(out / "checkpoint_last.pt")["updates"] == sum(per_epoch)
+    last = load_checkpoint(out / "checkpoint_last.pt")
+    assert last["updates"] == sum(per_epoch)
+    # every rank's RNG state is kept, so that --resume continues each rank's own stream
+    ranks = last["train_state"]["rng_ranks"]
+    assert len(ranks) == 2 and all(set(r) >= {"torch", "python", "numpy"} for r in ranks)
     assert done.stdout.count("done:") + done.stderr.count("done:") == 1
     assert json.dumps(epochs[-1])  # finite, serialisable figures

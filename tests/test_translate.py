@@ -160,6 +160,41 @@ def test_source_ids_unknown_tokens_and_modes(random_checkpoint) -> None:
     assert ids[1] == vocab.unk and ids[-1] == vocab.eos and ids[0] == vocab.index["a"]
     assert raw_t.source_ids("  ", 1) is None
     assert loaded.model.training is False and loaded.amp_dtype is None
+    # tokenised input is lowercased as the training text was, the mask token excepted
+    assert tok_t.source_ids("A Small RED circle [U] .", 1) == tok_t.source_ids("a small red circle [U] .", 1)
+    assert tok_t.source_ids("a [U] circle", 1) == [vocab.index["a"], vocab.unk, vocab.index["circle"], vocab.eos]
+    # text that spells a control symbol is unknown text, not padding or an early end of the sentence
+    ids = bpe_t.source_ids("a <pad> circle </s> <s> .", 1)
+    assert ids[1] == ids[3] == ids[4] == vocab.unk and ids.count(vocab.eos) == 1 and vocab.pad not in ids
+
+
+def test_a_custom_glossary_travels_in_the_checkpoint(random_checkpoint, tmp_path) -> None:
+    """A mask token other than [U] (`ikd degrade --mask`, `ikd bpe --glossary`) stays one token at inference:
+    the checkpoint carries the glossary, and raw-text preprocessing leaves it uncased and unescaped."""
+    payload = load_checkpoint(random_checkpoint)
+    assert "bpe_glossaries" not in payload  # an older checkpoint: the default glossary [U]
+    plain = load_for_inference(random_checkpoint, "cpu")
+    assert plain.keep_tokens == ("[U]",)
+    assert len(Translator(plain, input_mode="raw").source_ids("a <MASK> circle", 1)) > 4  # escaped, split
+    save_checkpoint({**payload, "bpe_glossaries": ["<MASK>"]}, tmp_path / "glossary.pt")
+    loaded = load_for_inference(tmp_path / "glossary.pt", "cpu")
+    assert loaded.keep_tokens == ("<MASK>",) and loaded.bpe.apply(["<MASK>"]) == ["<MASK>"]
+    ids = Translator(loaded, input_mode="raw").source_ids("A <MASK> circle.", 1)
+    assert ids == loaded.vocab.encode(loaded.bpe.apply(["a", "<MASK>", "circle", "."]))
+    assert ids[1] == loaded.vocab.unk  # one token, unknown to this vocabulary: not split into pieces
+
+
+def test_search_logits_are_fp32_under_autocast(random_checkpoint) -> None:
+    """Incremental decoding (beam search) projects to the vocabulary in fp32 even under bf16 autocast; a
+    training forward keeps the autocast dtype."""
+    loaded = load_for_inference(random_checkpoint, "cpu")
+    model = loaded.model
+    src = torch.tensor([loaded.vocab.encode(["a", "circle"])])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        enc = model.encode(src)
+        step = model.decode(torch.full((1, 1), loaded.vocab.eos), enc, model.new_decoder_state())
+        full = model.decode(torch.full((1, 3), loaded.vocab.eos), enc)
+    assert step.dtype == torch.float32 and full.dtype == torch.bfloat16
 
 
 def test_raw_input_is_segmented_like_the_prepared_splits(random_checkpoint, toy_data) -> None:
