@@ -54,17 +54,22 @@ FIXTURE_RUN = [
 
 
 @contextlib.contextmanager
-def one_thread():
-    """Train with one torch thread: on a shared 2-core machine OpenMP threads that spin-wait for a busy core
-    make a step several times slower; one thread is steady (and makes runs bitwise comparable)."""
+def torch_threads(n: int):
+    """Run with `n` torch threads, restored afterwards."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def one_thread():
+    """Train with one torch thread: on a shared 2-core machine OpenMP threads that spin-wait for a busy core
+    make a step several times slower; one thread is steady (and makes runs bitwise comparable)."""
+    return torch_threads(1)
 
 
 def toy_recipe(data_dir: str | Path, *overrides: str, source: Path = TOY_RECIPE):

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from fixtures_train import one_thread, untrained_copy
+from fixtures_train import torch_threads, untrained_copy
 
 from ikd.cli import main
 from ikd.data.text import detokenize
@@ -28,7 +29,7 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data, run = root / "data", root / "run"
     assert main(["prepare", "toy", "--out", str(data)]) == 0
     assert main(["bpe", "--data", str(data), "--pair", "en-de"]) == 0
-    with one_thread():
+    with torch_threads(min(2, os.cpu_count() or 1)):  # the one long run of the suite: both cores
         code = main(
             ["train", str(REPO / "recipes" / "toy.yaml"), "--set", f"data.dir={data}"]
             + ["--out", str(run), "--device", "cpu", "-q"]

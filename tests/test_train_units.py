@@ -195,3 +195,14 @@ def test_average_is_the_parameter_mean(tmp_path, capfd):
     empty.mkdir()
     assert main(["train", "--average-only", str(empty)]) == 1
     assert "no epoch checkpoints" in capfd.readouterr().err
+    # an upper bound, as fairseq's --checkpoint-upper-bound (the authors' ablations averaged epochs 30-39)
+    chosen = tmp_path / "upto2.pt"
+    args = ["train", "--average-only", str(out), "--average-last", "2", "--upper-bound", "2"]
+    assert main([*args, "--average-out", str(chosen)]) == 0
+    assert "the average of epochs 1, 2" in capfd.readouterr().err
+    upto2 = load_checkpoint(chosen)
+    assert upto2["averaged_epochs"] == [1, 2] and torch.allclose(upto2["model"]["w"], torch.tensor([2.0, 4.0, 2.0]))
+    assert main(["train", "--average-only", str(out), "--average-last", "3", "--upper-bound", "2"]) == 1
+    assert "only 2 epoch checkpoints of epoch <= 2 are kept, 3 asked" in capfd.readouterr().err
+    assert main(["train", str(REPO / "recipes" / "toy.yaml"), "--upper-bound", "2"]) == 1
+    assert "go with --average-only" in capfd.readouterr().err

@@ -52,6 +52,18 @@ def register(app: typer.Typer) -> None:
         average_last: int = typer.Option(
             None, "--average-last", help="With --average-only: how many epoch checkpoints (default 10)."
         ),
+        upper_bound: int = typer.Option(
+            None,
+            "--upper-bound",
+            metavar="EPOCH",
+            help="With --average-only: average the last N epochs up to this one (fairseq's --checkpoint-upper-bound).",
+        ),
+        average_out: Path = typer.Option(
+            None,
+            "--average-out",
+            metavar="PATH",
+            help="With --average-only: output file (default RUN/checkpoint_average.pt).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train an IKD-MMT (or text-only) translator from a recipe: validates every epoch, keeps
@@ -67,9 +79,15 @@ def register(app: typer.Typer) -> None:
 
             if recipe is not None:
                 raise IkdError("--average-only takes a run folder and no recipe")
-            path = average_checkpoints(average_only, 10 if average_last is None else average_last)
-            console.print(f"wrote {path}")
+            last = 10 if average_last is None else average_last
+            path = average_checkpoints(average_only, last, average_out, upper_bound)
+            from ikd.checkpoint import load_checkpoint
+
+            epochs = load_checkpoint(path)["averaged_epochs"]
+            console.print(f"wrote {path} (the average of epochs {', '.join(map(str, epochs))})")
             return
+        if upper_bound is not None or average_out is not None or average_last is not None:
+            raise IkdError("--average-last, --upper-bound and --average-out go with --average-only RUN_DIR")
         if recipe is None:
             raise IkdError("missing RECIPE.yaml (or --average-only RUN_DIR)")
         from ikd.recipe import load_recipe

@@ -95,13 +95,25 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
     return out
 
 
-def average_checkpoints(out: str | os.PathLike, last: int, path: str | os.PathLike | None = None) -> Path:
-    """Average the last `last` epoch checkpoints of run folder `out` into one self-contained checkpoint
-    (weights, recipe, vocabulary, BPE codes; no train_state). Returns its path (default OUT/AVERAGE)."""
+def average_checkpoints(
+    out: str | os.PathLike, last: int, path: str | os.PathLike | None = None, upper_bound: int | None = None
+) -> Path:
+    """Average the last `last` epoch checkpoints of run folder `out` (with `upper_bound`, the last ones of
+    epoch <= upper_bound, as fairseq's --checkpoint-upper-bound) into one self-contained checkpoint (weights,
+    recipe, vocabulary, BPE codes; no train_state). Returns its path (default OUT/AVERAGE)."""
     out = Path(out)
     found = epoch_checkpoints(out)
     if not found:
         raise IkdError(f"{out}: no epoch checkpoints (checkpoint<N>.pt) to average")
+    if upper_bound is not None:
+        found = [(epoch, p) for epoch, p in found if epoch <= upper_bound]
+        if not found:
+            raise IkdError(f"{out}: no epoch checkpoint of epoch <= {upper_bound} (kept: train.keep_last)")
+        if len(found) < last:
+            raise IkdError(
+                f"{out}: only {len(found)} epoch checkpoints of epoch <= {upper_bound} are kept, {last} asked; "
+                "keep more with train.keep_last"
+            )
     chosen = found[-max(1, last) :]
     payloads = [load_checkpoint(p) for _, p in chosen]
     newest = payloads[-1]
