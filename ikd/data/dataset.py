@@ -201,8 +201,10 @@ def _pad(flat: np.ndarray, offsets: np.ndarray, idx: np.ndarray, pad: int, shift
     return out
 
 
-def collate(data: ParallelData, indices: np.ndarray, pad: int) -> Batch:
-    """Sentences `indices` of `data` -> Batch (rows in ascending index order, so the memmap reads in order)."""
+def collate(data: ParallelData, indices: np.ndarray, pad: int, images: bool = True) -> Batch:
+    """Sentences `indices` of `data` -> Batch (rows in ascending index order, so the memmap reads in order);
+    `images=False` leaves the pictures out (search never reads them)."""
+    with_images = images
     idx = np.sort(np.asarray(indices, dtype=np.int64))
     if len(idx) == 0:
         raise ValueError("empty batch")
@@ -210,7 +212,7 @@ def collate(data: ParallelData, indices: np.ndarray, pad: int) -> Batch:
     tgt_out = _pad(data.tgt_flat, data.tgt_offsets, idx, pad)
     tgt_in = _pad(data.tgt_flat, data.tgt_offsets, idx, pad, shift_eos=data.eos)
     images = None
-    if data.images is not None:
+    if with_images and data.images is not None:
         images = torch.from_numpy(np.ascontiguousarray(data.images[idx]))
     return Batch(
         src=torch.from_numpy(src),

@@ -185,6 +185,7 @@ class Trainer:
             if self.checkpoint is None:  # a new run: drop the log of one that died before its first epoch
                 (self.out / "metrics.jsonl").unlink(missing_ok=True)
             atomic_write_text(self.out / "recipe.yaml", dump_recipe(recipe))
+        self.checkpoint = None  # restored: the optimiser state need not stay in memory for the whole run
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.raw_model.load_state_dict(ckpt["model"])
@@ -282,7 +283,7 @@ class Trainer:
         for idx in batches:
             from ikd.data.dataset import collate
 
-            batch = collate(split.data, idx, vocab.pad).to(self.device)
+            batch = collate(split.data, idx, vocab.pad, images=False).to(self.device)
             with autocast(self.device, self.stepper.dtype):
                 if t.valid_beam <= 1:
                     outs = greedy_search(model, batch.src, max_len_a=1.5, max_len_b=10)
