@@ -74,8 +74,13 @@ def read_lines(path: str | os.PathLike, allow_empty: bool = False) -> list[str]:
     if not path.is_file():
         raise IkdError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut-off .gz ends in EOFError
+        raise IkdError(f"{path}: cannot be read ({e or 'the compressed stream ends early'})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is no part of the first token
+        raw = raw[3:]
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

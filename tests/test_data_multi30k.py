@@ -172,6 +172,23 @@ def test_missing_corrupt_and_truncated_images_are_listed(tmp_path: Path, capsys)
     assert_nothing_written(out)
 
 
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_skip_missing_images_keeps_every_line_of_a_test_split(tmp_path: Path, damage: str) -> None:
+    """A test split is scored against all its references: with --skip-missing-images a test split whose
+    images are incomplete keeps every line and gets no images (the manifest says why)."""
+    src = make_task1(tmp_path / "task1", images=tmp_path / "jpg")
+    coco = tmp_path / "jpg" / image_name("test_2017_mscoco", 1)
+    coco.unlink() if damage == "missing" else coco.write_bytes(b"not a JPEG")
+    out = tmp_path / "data"
+    assert prepare(src, out, "--images", str(tmp_path / "jpg"), "--image-size", str(S), "--skip-missing-images") == 0
+    m = manifest(out)
+    entry = m["splits"]["test_2017_mscoco"]
+    assert entry["lines"] == 2 and entry["dropped_lines"] == [] and entry["images"] is None
+    assert "1 of 2 images missing or unreadable" in entry["images_note"] and m["skip_missing_images"] is True
+    assert not (out / "images" / "test_2017_mscoco.npy").exists()
+    assert m["splits"]["train"]["images"]["count"] == 6  # training splits are whole: nothing to drop there
+
+
 def test_skip_missing_images_drops_lines_everywhere(tmp_path: Path) -> None:
     src = make_task1(tmp_path / "task1", images=tmp_path / "jpg")
     _damage(tmp_path / "jpg")
@@ -254,6 +271,34 @@ def test_bad_options(tmp_path: Path, capsys) -> None:
     assert "unknown language 'xx'" in capsys.readouterr().err
     assert prepare(src, out, "--image-size", "3") == 1
     assert_nothing_written(out)
+
+
+def test_a_wrong_images_folder_is_an_error_and_keeps_earlier_images(tmp_path: Path, capsys) -> None:
+    """--images pointing at a folder without the training pictures (a typo, the wrong folder) is an error,
+    not a data folder without images; the images an earlier run decoded stay."""
+    src = make_task1(tmp_path / "task1", images=tmp_path / "jpg")
+    out = tmp_path / "data"
+    assert prepare(src, out, "--images", str(tmp_path / "jpg"), "--image-size", str(S)) == 0
+    before = sha256_file(out / "images" / "train.npy")
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert prepare(src, out, "--images", str(tmp_path / "empty"), "--image-size", str(S)) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "none of the 6 images of split 'train' is there (the first is train_0.jpg" in err
+    assert sha256_file(out / "images" / "train.npy") == before and manifest(out)["splits"]["train"]["images"]
+
+
+def test_en_cs_alone_skips_the_splits_without_czech(tmp_path: Path) -> None:
+    """Czech has train, val and test_2016_flickr only: --pairs en-cs prepares those three splits."""
+    src = make_task1(tmp_path / "task1", langs=("en", "cs"))
+    for split in ("test_2017_flickr", "test_2017_mscoco"):
+        (src / "tok" / f"{split}.lc.norm.tok.cs").unlink()
+    out = tmp_path / "data"
+    assert prepare(src, out, "--pairs", "en-cs") == 0
+    assert sorted(manifest(out)["splits"]) == ["test_2016_flickr", "train", "val"]
+    assert (out / "text" / "val.cs").read_text().splitlines()[0] == "cs sentence 0 of val ."
+    assert main(["bpe", "--data", str(out), "--pair", "en-cs", "--merges", "20"]) == 0
+    assert (out / "en-cs" / "test_2016_flickr.bpe.cs").is_file()
 
 
 def test_offline_download_is_a_clear_error(tmp_path: Path, capsys) -> None:

@@ -182,6 +182,25 @@ def toy_without_images(toy_data, tmp_path) -> Path:
     return data
 
 
+def test_incomplete_or_stale_bpe_folders_are_refused(toy_data, tmp_path):
+    """A pair folder without bpe.json (an interrupted `ikd bpe`), or segmented from text that `ikd prepare`
+    has since replaced, is an error that says to rerun `ikd bpe`, not a silent mix of old and new files."""
+    data = tmp_path / "data"
+    shutil.copytree(toy_data, data)
+    recipe = toy_recipe(data, *TINY_MODEL, "model.text_only=true", "train.max_epochs=1")
+    state = data / "en-de" / "bpe.json"
+    saved = state.read_text()
+    state.unlink()
+    with pytest.raises(IkdError, match=r"bpe\.json: not found: .* is incomplete .* run `ikd bpe --data"):
+        train(recipe, out=tmp_path / "a", device="cpu", progress=False, report=quiet)
+    state.write_text(saved)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["splits"]["train"]["langs"]["en"]["sha256"] = "0" * 64  # as if train.en had been prepared anew
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IkdError, match=r"segmented from other text than .* holds now; run `ikd bpe"):
+        train(recipe, out=tmp_path / "b", device="cpu", progress=False, report=quiet)
+
+
 def test_text_only_recipe_trains_without_images_and_applies_set(toy_without_images, tmp_path, capfd):
     out = tmp_path / "text"
     sets = [f"data.dir={toy_without_images}", "data.num_workers=0", *TINY_MODEL, "train.max_epochs=1"]

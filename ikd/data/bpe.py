@@ -171,6 +171,25 @@ def _inputs_fingerprint(data_dir: Path, splits: list[str], src: str, tgt: str) -
     return {f"{s}.{lang}": manifest["splits"][s]["langs"][lang]["sha256"] for s in splits for lang in (src, tgt)}
 
 
+def check_current(data_dir: str | Path, src: str, tgt: str) -> None:
+    """Refuse a pair folder that `ikd bpe` did not finish (no bpe.json, written last) or that was made from
+    other text than the data folder holds now (`ikd prepare` or `ikd degrade` rerun since)."""
+    data_dir = Path(data_dir)
+    pair_dir = data_dir / f"{src}-{tgt}"
+    path = pair_dir / STATE_FILE
+    again = f"run `ikd bpe --data {data_dir} --pair {src}-{tgt}` again"
+    if not path.is_file():
+        raise IkdError(f"{path}: not found: {pair_dir} is incomplete (an interrupted `ikd bpe`?); {again}")
+    try:
+        inputs = json.loads(path.read_text(encoding="utf-8"))["inputs"]
+        splits = sorted({key.rsplit(".", 1)[0] for key in inputs})
+        current = _inputs_fingerprint(data_dir, splits, src, tgt)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        current, inputs = None, True
+    if current != inputs:
+        raise IkdError(f"{pair_dir}: segmented from other text than {data_dir / 'text'} holds now; {again}")
+
+
 def _state_matches(pair_dir: Path, state: dict) -> dict | None:
     path = pair_dir / STATE_FILE
     if not path.is_file():

@@ -17,12 +17,10 @@ from ikd.fileio import read_lines
 
 def _encode_file(path: Path, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """BPE'd text -> (flat int64 ids with EOS after every sentence, offsets [N+1])."""
-    index, unk, eos = vocab.index, vocab.unk, vocab.eos
     ids: list[int] = []
     offsets = [0]
     for line in read_lines(path):
-        ids.extend([index.get(t, unk) for t in line.split()])
-        ids.append(eos)
+        ids.extend(vocab.encode(line.split()))  # EOS appended; text spelling <pad> or </s> is <unk>
         offsets.append(len(ids))
     return np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
 

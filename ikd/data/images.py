@@ -77,6 +77,14 @@ def _decode_chunk(npy_path: str, start: int, paths: list[str], image_size: int) 
     return failures
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, which containers narrow), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def decode_images(
     npy_path: Path, paths: Sequence[Path], image_size: int, workers: int = 0, desc: str = "images"
 ) -> list[tuple[int, str]]:
@@ -87,7 +95,7 @@ def decode_images(
     n = len(paths)
     arr = np.lib.format.open_memmap(npy_path, mode="w+", dtype=np.uint8, shape=(n, 3, image_size, image_size))
     del arr
-    workers = workers if workers > 0 else (os.cpu_count() or 1)
+    workers = workers if workers > 0 else usable_cpus()
     workers = max(1, min(workers, n))
     chunk = max(1, min(256, -(-n // (workers * 8)))) if n else 1
     jobs = [(str(npy_path), s, [str(p) for p in paths[s : s + chunk]], image_size) for s in range(0, n, chunk)]

@@ -33,6 +33,7 @@ from ikd.fileio import atomic_path, read_lines, sha256_file
 SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco")
 TOK_SUFFIX = "lc.norm.tok"
 # Files the public dataset does not have (Czech was only translated for train, val and test 2016).
+TRAINING_SPLITS = ("train", "val")  # the splits distillation reads images of: --images must cover them
 KNOWN_ABSENT = {("test_2017_flickr", "cs"), ("test_2017_mscoco", "cs")}
 DATASET_COMMIT = "a3d2e0d26b56f3846f66a952536ffed4e401d05a"
 DEFAULT_URL = f"https://raw.githubusercontent.com/multi30k/dataset/{DATASET_COMMIT}/data/task1"
@@ -139,8 +140,9 @@ def _read_language(src_dir: Path, split: str, lang: str) -> tuple[list[str], dic
     return None
 
 
-def read_split(src_dir: Path, split: str, langs: list[str]) -> SplitInput:
-    """Read and check one split: every language present (or known absent), equal line counts, image list."""
+def read_split(src_dir: Path, split: str, langs: list[str]) -> SplitInput | None:
+    """Read and check one split: every language present (or known absent), equal line counts, image list.
+    None for a split that, without its known-absent languages, has fewer than two (test 2017 for en-cs)."""
     texts: dict[str, list[str]] = {}
     sources: dict[str, dict[str, str]] = {}
     for lang in langs:
@@ -153,6 +155,8 @@ def read_split(src_dir: Path, split: str, langs: list[str]) -> SplitInput:
                 f"split {split} has no {lang} text"
             )
         texts[lang], sources[lang] = got
+    if len(texts) < 2 and any((split, lang) in KNOWN_ABSENT for lang in langs):
+        return None
     if len(texts) < 2:
         raise IkdError(f"{src_dir}: split {split} has text in fewer than two of the languages {', '.join(langs)}")
     first = next(iter(texts))
@@ -226,6 +230,14 @@ def plan_images(
     paths = [images_dir / n for n in split.names]
     exists = np.fromiter((p.is_file() for p in paths), dtype=bool, count=len(paths))
     if not exists.any():
+        if split.name in TRAINING_SPLITS:  # a wrong --images folder must not give a folder without images
+            raise IkdError(
+                f"--images {images_dir}: none of the {len(paths)} images of split '{split.name}' is there "
+                f"(the first is {split.names[0]}, listed in {split.names_source['path']}); is it the Flickr30K "
+                "image folder?"
+            )
+        if old_ok:  # keep what an earlier run decoded (from another folder) rather than delete it
+            return ImagePlan("reuse", old=old_entry, fingerprint=old_images.get("fingerprint", ""))
         return ImagePlan("none", note=f"none of the {len(paths)} images of this split is in {images_dir}")
     fingerprint = _image_fingerprint(images_dir, paths, image_size, skip_missing)
     if old_ok and old_images.get("fingerprint") == fingerprint:
@@ -233,13 +245,23 @@ def plan_images(
     missing = [(int(i) + 1, split.names[i], "missing") for i in np.flatnonzero(~exists)]
     if missing and not skip_missing:
         raise IkdError(img.format_failures(f"{images_dir} (list {split.names_source['path']})", missing))
+    if missing and split.name not in TRAINING_SPLITS:
+        return ImagePlan("none", note=_test_split_note(len(missing), len(paths)))
     return ImagePlan("decode", paths=paths, missing=missing, fingerprint=fingerprint)
+
+
+def _test_split_note(failed: int, total: int) -> str:
+    return (
+        f"{failed} of {total} images missing or unreadable (--skip-missing-images): a test split keeps every line "
+        "(its scores stay comparable), without images"
+    )
 
 
 def _decode_split(
     split: SplitInput, plan: ImagePlan, final_tmp: Path, image_size: int, skip_missing: bool, workers: int, listing: str
-) -> None:
-    """Decode a split's images into final_tmp; drop failing lines (with skip) from the split's text."""
+) -> str | None:
+    """Decode a split's images into final_tmp; with skip, drop failing lines from a training split's text.
+    -> None, or the note of a test split that keeps all its lines and gets no images."""
     missing_rows = {line - 1 for line, _, _ in plan.missing}
     rows = [i for i in range(len(plan.paths)) if i not in missing_rows]
     fd, raw_name = tempfile.mkstemp(prefix=f".{split.name}.decode.", suffix=".npy", dir=final_tmp.parent)
@@ -250,6 +272,8 @@ def _decode_split(
         failures = sorted(plan.missing + [(rows[r] + 1, split.names[rows[r]], why) for r, why in failed])
         if failures and not skip_missing:
             raise IkdError(img.format_failures(listing, failures))
+        if failures and split.name not in TRAINING_SPLITS:
+            return _test_split_note(len(failures), len(plan.paths))
         if failures:
             bad = {r for r, _ in failed}
             keep = np.array([r for r in range(len(rows)) if r not in bad], dtype=np.int64)
@@ -264,6 +288,7 @@ def _decode_split(
             os.replace(raw, final_tmp)
     finally:
         raw.unlink(missing_ok=True)
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -290,7 +315,7 @@ def prepare_multi30k(
         raise IkdError(f"--out {out_dir}: exists and is not a folder")
     src_dir, source_desc = locate_source(source, out_dir, langs)
 
-    splits = [read_split(src_dir, s, langs) for s in SPLITS]
+    splits = [s for s in (read_split(src_dir, name, langs) for name in SPLITS) if s is not None]
     old = read_manifest_or_none(out_dir)
     old_splits = (old or {}).get("splits", {}) if old and old.get("kind") == "multi30k" else {}
     plans = {
@@ -314,20 +339,24 @@ def prepare_multi30k(
                 npy = out_dir / "images" / f"{split.name}.npy"
                 tmp = stage.path(npy)
                 listing = f"{images_path} (list {split.names_source['path']})"
-                _decode_split(split, plan, tmp, image_size, skip_missing_images, workers, listing)
-                names_rel = f"images/{split.name}.names"
-                images_entry = {
-                    "path": f"images/{split.name}.npy",
-                    "names": names_rel,
-                    "count": len(split.names),
-                    "size": image_size,
-                    "sha256": sha256_file(tmp),
-                    "names_sha256": stage.lines(out_dir / names_rel, split.names),
-                    "list_sha256": split.names_source["sha256"],
-                    "fingerprint": plan.fingerprint,
-                    "folder": str(images_path.resolve()),
-                }
-                log(f"{split.name}: {images_entry['count']} images decoded, {len(split.dropped)} lines dropped")
+                note = _decode_split(split, plan, tmp, image_size, skip_missing_images, workers, listing)
+                if note is not None:  # the staged array goes with the other stale images below
+                    plan.note = note
+                    log(f"{split.name}: {note}")
+                else:
+                    names_rel = f"images/{split.name}.names"
+                    images_entry = {
+                        "path": f"images/{split.name}.npy",
+                        "names": names_rel,
+                        "count": len(split.names),
+                        "size": image_size,
+                        "sha256": sha256_file(tmp),
+                        "names_sha256": stage.lines(out_dir / names_rel, split.names),
+                        "list_sha256": split.names_source["sha256"],
+                        "fingerprint": plan.fingerprint,
+                        "folder": str(images_path.resolve()),
+                    }
+                    log(f"{split.name}: {len(split.names)} images decoded, {len(split.dropped)} lines dropped")
             langs_entry = {}
             for lang, lines in split.langs.items():
                 rel = f"text/{split.name}.{lang}"
@@ -357,6 +386,7 @@ def prepare_multi30k(
         "source": source_desc,
         "langs": langs,
         "image_size": sizes.pop() if sizes else None,
+        "skip_missing_images": skip_missing_images,
         "splits": entries,
     }
     write_manifest(out_dir, manifest)

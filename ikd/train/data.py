@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ikd.data.bpe import DEFAULT_GLOSSARIES, read_bpe_vocab, read_glossaries
+from ikd.data.bpe import DEFAULT_GLOSSARIES, check_current, read_bpe_vocab, read_glossaries
 from ikd.data.dataset import BatchDataset, ParallelData, batch_indices
 from ikd.data.manifest import read_manifest_or_none
 from ikd.data.vocab import Vocabulary
@@ -94,8 +94,10 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
     vocab_path = pair / "vocab.txt"
     if not vocab_path.is_file():
         raise IkdError(f"{vocab_path}: vocabulary not found (run `ikd bpe` on {data_dir} for {cfg.src}-{cfg.tgt})")
-    vocab = Vocabulary.load(vocab_path)
     codes_path = pair / "bpe.codes"
+    if codes_path.is_file():
+        check_current(data_dir, cfg.src, cfg.tgt)
+    vocab = Vocabulary.load(vocab_path)
     bpe_codes = codes_path.read_text(encoding="utf-8") if codes_path.is_file() else ""
     bpe_vocab = {
         lang: read_bpe_vocab(pair / f"bpe.vocab.{lang}")
