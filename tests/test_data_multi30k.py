@@ -328,7 +328,9 @@ def test_download_from_a_url(tmp_path: Path) -> None:
         m = manifest(out)
         assert m["source"] == url and m["splits"]["val"]["lines"] == 3
         assert (out / "text" / "val.de").read_text() == (src / "tok" / "val.lc.norm.tok.de").read_text()
-        assert main(["prepare", "multi30k", "--source", url + "/nothing", "--out", str(tmp_path / "x")]) == 1
+        # another source into the same folder is fetched from there, not served from the first one's cache
+        assert main(["prepare", "multi30k", "--source", url + "/nothing", "--out", str(out)]) == 1
+        assert manifest(out)["source"] == url
     finally:
         server.shutdown()
         server.server_close()

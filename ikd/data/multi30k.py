@@ -98,7 +98,9 @@ def locate_source(source: str | None, out_dir: Path, langs: list[str]) -> tuple[
     """--source -> (local task1 folder, description for the manifest)."""
     if source is None or source.startswith(("http://", "https://")):
         url = source or DEFAULT_URL
-        return download_task1(url, out_dir / ".download" / "multi30k", langs), url
+        # one cache folder per URL: files fetched from another source are never taken for this one's
+        key = hashlib.sha256(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
+        return download_task1(url, out_dir / ".download" / f"multi30k-{key}", langs), url
     path = Path(source).expanduser()
     if not path.is_dir():
         raise IkdError(f"--source {source}: no such folder")
