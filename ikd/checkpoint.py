@@ -36,8 +36,15 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        hint = "; a run folder holds checkpoint_average.pt, checkpoint_best.pt and checkpoint_last.pt"
+        raise IkdError(f"{path}: is a folder, not a checkpoint file{hint if (path / 'metrics.jsonl').exists() else ''}")
     if not path.is_file():
         raise IkdError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise IkdError(f"{path}: not a checkpoint (torch.save writes a zip archive; this file is something else)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, or one that needs pickled code

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ikd.commands import analyze, bpe, degrade, evaluate, prepare, retrieve, train, translate
 from ikd.errors import IkdError
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except IkdError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+        # the message as plain text: it may hold brackets ([U], [N, C, H, W]) that markup would eat
+        Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
         code = 1
     if argv is None:
         sys.exit(code)

@@ -20,6 +20,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     A crash or kill leaves either the old file or none, never a half-written one that looks complete.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IkdError(f"{path}: is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

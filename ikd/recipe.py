@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -176,6 +177,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if len(parts) != 2 or not all(parts):
             raise IkdError(f"--set {item!r}: expected section.key=value, e.g. kd.distance=l1")
         section, key = parts
+        sections = _sections()
+        if section not in sections:
+            raise IkdError(f"--set {item!r}: unknown section '{section}' (known: {', '.join(sections)})")
+        hints = typing.get_type_hints(sections[section])
+        if key not in hints:
+            known = ", ".join(hints)
+            raise IkdError(f"--set {item!r}: unknown key '{section}.{key}' (known keys of '{section}': {known})")
         value = yaml.safe_load(text) if text.strip() else ""
         node = raw.setdefault(section, {})
         if not isinstance(node, dict):
@@ -188,13 +196,16 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     """Read a YAML recipe, apply overrides, validate."""
     path = Path(path)
     if not path.is_file():
-        raise IkdError(f"{path}: recipe not found")
+        raise IkdError(f"{path}: {'is a folder, not a recipe file' if Path(path).is_dir() else 'recipe not found'}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise IkdError(f"{path}: not valid YAML: {e}") from None
-    apply_overrides(raw, overrides or [])
-    return recipe_from_dict(raw, source=str(path))
+    if not overrides:
+        return recipe_from_dict(raw, source=str(path))
+    recipe_from_dict(copy.deepcopy(raw), source=str(path))  # the file's own errors name the file alone
+    apply_overrides(raw, overrides)
+    return recipe_from_dict(raw, source=f"{path} with --set")
 
 
 def dump_recipe(recipe: Recipe) -> str:

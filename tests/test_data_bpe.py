@@ -115,7 +115,7 @@ def test_multi30k_vocabulary_sizes(shared_data: Path, tmp_path: Path, capsys) ->
     assert main(["prepare", "multi30k", "--source", str(shared_data / "multi30k"), "--out", str(data)]) == 0
     start = time.perf_counter()
     assert main(["bpe", "--data", str(data), "--pair", "en-de"]) == 0
-    assert "vocabulary 9712 entries" in capsys.readouterr().out
+    assert "10,000 merges, vocabulary 9,712 entries" in capsys.readouterr().out
     assert len(Vocabulary.load(data / "en-de" / "vocab.txt")) == 9712
     result = learn_and_apply(data, "en", "fr")
     assert len(result.vocab) == 9544

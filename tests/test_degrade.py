@@ -26,7 +26,8 @@ TEST2016_OFFSET = 29000 + 1014
 
 
 def _json_tail(out: str) -> dict:
-    return json.loads(out[out.index("\n{") + 1 :])
+    """With --json, stdout is the JSON alone (the table goes to stderr)."""
+    return json.loads(out)
 
 
 def test_colour_list_masks_354_percent_of_test2016(shared_data: Path, tmp_path: Path, capsys) -> None:
@@ -76,6 +77,7 @@ def test_builtin_list_and_custom_mask_on_a_file(tmp_path: Path, capsys) -> None:
         (["--data", "x"], "--data and --out go together"),
         (["--data", "x", "--out", "y", "--input", "z", "--output", "w"], "either --data"),
         ([], "give --data"),
+        (["--input", "x.de", "--output", "y", "--lang", "de"], "the built-in colour list is English"),
     ],
 )
 def test_colour_argument_errors(tmp_path: Path, capsys, args: list[str], message: str) -> None:

@@ -42,6 +42,14 @@ def test_train_bad_set_override(capfd):
     assert "kd.distance" in err and "l3" in err
     assert main(["train", str(REPO / "recipes" / "en-de.yaml"), "--set", "nodot=1"]) == 1
     assert "section.key=value" in capfd.readouterr().err
+    # a misspelt key of --set is the override's fault, not the recipe file's
+    assert main(["train", str(REPO / "recipes" / "en-de.yaml"), "--set", "kd.distanse=l1"]) == 1
+    err = capfd.readouterr().err
+    assert "--set 'kd.distanse=l1': unknown key 'kd.distanse' (known keys of 'kd':" in " ".join(err.split())
+    assert main(["train", str(REPO / "recipes" / "en-de.yaml"), "--set", "kd.grain=cube"]) == 1
+    assert "en-de.yaml with --set: kd.grain" in capfd.readouterr().err
+    assert main(["train", str(REPO / "recipes")]) == 1
+    assert "recipes: is a folder, not a recipe file" in capfd.readouterr().err
 
 
 def test_set_takes_several_overrides_as_the_recipes_document(capfd):
@@ -189,10 +197,15 @@ def test_average_is_the_parameter_mean(tmp_path, capfd):
     out = tmp_path / "cli"
     shutil.copytree(tmp_path, out, ignore=shutil.ignore_patterns("cli", "checkpoint_average.pt"))
     assert main(["train", "--average-only", str(out), "--average-last", "3"]) == 0
+    assert "the average of epochs 1, 2, 3)" in capfd.readouterr().err
     avg3 = load_checkpoint(out / "checkpoint_average.pt")["model"]["w"]
     assert torch.allclose(avg3, torch.tensor([3.0, 3.0, 2.0]))
     empty = tmp_path / "empty"
     empty.mkdir()
+    assert (
+        main(["train", "--average-only", str(out), "--average-last", "5", "--average-out", str(tmp_path / "5.pt")]) == 0
+    )
+    assert "only 3 of the 5 asked were there" in capfd.readouterr().err
     assert main(["train", "--average-only", str(empty)]) == 1
     assert "no epoch checkpoints" in capfd.readouterr().err
     # an upper bound, as fairseq's --checkpoint-upper-bound (the authors' ablations averaged epochs 30-39)

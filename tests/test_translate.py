@@ -232,6 +232,13 @@ def test_loading_errors(random_checkpoint, toy_data, tmp_path, monkeypatch, caps
     assert run_stdin(monkeypatch, capsys, ["A circle."], ok)[0] == 0
     code, _, err = run_stdin(monkeypatch, capsys, ["x"], ["--checkpoint", str(tmp_path / "none.pt")])
     assert code == 1 and "none.pt: checkpoint not found" in err
+    code, _, err = run_stdin(monkeypatch, capsys, ["x"], ["-c", str(tmp_path)])
+    assert code == 1 and "is a folder, not a checkpoint file" in err
+    (tmp_path / "text.pt").write_text("a text file, not a checkpoint\n")
+    code, _, err = run_stdin(monkeypatch, capsys, ["x"], ["-c", str(tmp_path / "text.pt")])
+    assert code == 1 and "text.pt: not a checkpoint" in err
+    code, _, err = run_stdin(monkeypatch, capsys, ["x"], ["-c", str(random_checkpoint), "-o", str(tmp_path)])
+    assert code == 2 and "is a folder; give a file name" in " ".join(err.replace("│", " ").split())
     code, _, err = run_stdin(
         monkeypatch, capsys, ["x"], ["--checkpoint", str(random_checkpoint), "--bpe", "--tokenized"]
     )

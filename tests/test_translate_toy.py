@@ -105,12 +105,20 @@ def test_evaluate_the_training_fixture_against_itself(toy_checkpoint: Path, toy_
     assert report["significance"][0]["p_value"] == 1.0  # the same model: identical output
     assert report["baselines"][0]["bleu"] == report["systems"][0]["bleu"]
     assert report["meta"]["sentences"] == 40
+    # the same checkpoint twice, with its translations saved: distinct display names and safe folder names
+    hyps = tmp_path / "hyps"
+    assert main([*args[:-2], "--json", str(out_json), "--save-hyps", str(hyps)]) == 0
+    names = [s["name"] for s in json.loads(out_json.read_text())["splits"]["test"]["systems"]]
+    names += [s["name"] for s in json.loads(out_json.read_text())["splits"]["test"]["baselines"]]
+    assert names == ["checkpoint_average.pt (1)", "checkpoint_average.pt (2)"], names
+    assert sorted(p.name for p in hyps.iterdir()) == ["checkpoint_average.pt_1", "checkpoint_average.pt_2"]
 
 
 def test_evaluate_checkpoint_errors(toy_mmt_checkpoint: Path, toy_data: Path, tmp_path: Path, capsys):
     base = ["evaluate", "--checkpoint", str(toy_mmt_checkpoint)]
     assert main([*base, "--data", str(toy_data), "--split", "nosuch"]) == 1
-    assert "nosuch.bpe.en: not found" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "nosuch.bpe.en: not found (split 'nosuch' not prepared; the prepared splits are test, train, val)" in err
     assert main([*base, "--split", "test"]) == 1
     assert "--data" in capsys.readouterr().err
     assert main([*base, "--data", str(toy_data), "--split", "test", "--hyp", "x"]) == 1

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ikd.commands import output_file
+
 HELP = """Analyses of a trained model or run, drawn as PNG: pseudo-token attention maps (paper Figure 4),
 the images the student imagines for a sentence, and learning curves from a run's metrics log."""
 
@@ -47,8 +49,8 @@ def register(app: typer.Typer) -> None:
         tokenized: bool = typer.Option(
             False, "--tokenized", help="Sentences are already lowercased and Moses-tokenised (BPE still applied)."
         ),
-        eos: bool = typer.Option(True, "--eos/--no-eos", help="Show the </s> key column (rows sum to 1 with it)."),
-        out: Path = typer.Option(..., "--out", help="PNG file to write."),
+        eos: bool = typer.Option(True, "--eos/--no-eos", help="Show the `</s>` key column (rows sum to 1 with it)."),
+        out: Path = typer.Option(..., "--out", help="PNG file to write.", callback=output_file),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     ) -> None:
         """Pseudo-token attention heat maps (paper Figure 4), one per head.
@@ -74,7 +76,9 @@ def register(app: typer.Typer) -> None:
         sentence: list[str] | None = typer.Option(None, "--sentence", help="Source sentence (repeatable)."),
         file: Path | None = typer.Option(None, "--file", help="More sentences, one per line."),
         tokenized: bool = typer.Option(False, "--tokenized", help="Sentences are already Moses-tokenised."),
-        out: Path = typer.Option(..., "--out", help="PNG file: the image, or a captioned grid for several."),
+        out: Path = typer.Option(
+            ..., "--out", help="PNG file: the image, or a captioned grid for several.", callback=output_file
+        ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     ) -> None:
         """The student's synthetic image I_s for each sentence (de-normalised, clipped) as a PNG."""
@@ -94,7 +98,7 @@ def register(app: typer.Typer) -> None:
     @sub.command("curves")
     def curves(
         run: Path = typer.Option(..., "--run", help="Run folder of `ikd train` (holds metrics.jsonl)."),
-        out: Path = typer.Option(..., "--out", help="PNG file to write."),
+        out: Path = typer.Option(..., "--out", help="PNG file to write.", callback=output_file),
     ) -> None:
         """Training and validation loss, the KD terms (irm, iam) and validation BLEU per epoch."""
         from ikd.probes.curves import epoch_curves, plot_curves, read_records

@@ -21,10 +21,10 @@ def register(app: typer.Typer) -> None:
 
         Writes DATA/SRC-TGT/{bpe.codes, vocab.txt, SPLIT.bpe.SRC, SPLIT.bpe.TGT}.
         """
-        from rich.console import Console
         from rich.table import Table
 
-        from ikd.data.bpe import learn_and_apply
+        from ikd.console import make_console
+        from ikd.data.bpe import count_merges, learn_and_apply
         from ikd.errors import IkdError
 
         parts = pair.split("-")
@@ -32,12 +32,19 @@ def register(app: typer.Typer) -> None:
             raise IkdError(f"--pair {pair!r}: expected SRC-TGT, e.g. en-de")
         src, tgt = parts
         result = learn_and_apply(data, src, tgt, merges=merges, glossaries=tuple(glossary))
-        table = Table(title=f"BPE {pair}, {merges} merges: vocabulary {len(result.vocab)} entries")
+        learned = count_merges((result.pair_dir / "bpe.codes").read_text(encoding="utf-8"))
+        table = Table(title=f"BPE {pair}: {learned:,} merges, vocabulary {len(result.vocab):,} entries")
         for column in ("split", "lines", f"{src} tokens (+EOS)", f"{tgt} tokens (+EOS)"):
             table.add_column(column, justify="left" if column == "split" else "right")
         for split, counts in result.tokens.items():
             table.add_row(split, str(result.lines[split]), f"{counts[src]:,}", f"{counts[tgt]:,}")
-        console = Console()
+        console = make_console()
         console.print(table)
+        if learned < merges:
+            console.print(
+                f"{learned:,} of the {merges:,} merges asked: no pair of symbols occurs twice more in the "
+                "training text",
+                highlight=False,
+            )
         note = " (unchanged: outputs already up to date)" if result.reused else ""
         console.print(f"wrote {result.pair_dir}{note}", highlight=False)

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from ikd.commands import output_file
+
 HELP = """Degrade source text for the probes of the paper's Table 6: colour words or entities become a mask
 token. Works on single files (--input/--output) or a whole prepared data folder (--data/--out: every split's
 source text masked, targets copied, images linked, manifest updated; then run `ikd bpe` and `ikd train` on it)."""
@@ -37,13 +39,14 @@ def _report(
     as_json: bool = False,
     folder: Path | None = None,
 ) -> None:
-    """rows: name -> MaskCount. Prints a rich table (and the JSON when asked)."""
-    from rich.console import Console
+    """rows: name -> MaskCount. Prints a rich table, or with `as_json` the JSON on stdout and the table on
+    stderr (so that stdout parses)."""
     from rich.table import Table
 
+    from ikd.console import make_console
     from ikd.probes.degrade import MaskCount
 
-    console = Console()
+    console = make_console(stderr=as_json)
     table = Table(title=title)
     for column in ("file", "lines", "lines masked", "masked tokens", "tokens", "masked %"):
         table.add_column(column, justify="left" if column == "file" else "right", overflow="fold")
@@ -88,10 +91,13 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="New prepared data folder to write (with --data)."),
         lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
         input_: Path | None = typer.Option(None, "--input", help="One tokenised text file to degrade."),
-        output: Path | None = typer.Option(None, "--output", help="Where to write the degraded file (with --input)."),
-        as_json: bool = typer.Option(False, "--json", help="Also print the counts as JSON."),
+        output: Path | None = typer.Option(
+            None, "--output", help="Where to write the degraded file (with --input).", callback=output_file
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON on stdout (the table on stderr)."),
     ) -> None:
         """Mask colour words (whole tokens, case-insensitive) by the mask token."""
+        from ikd.errors import IkdError
         from ikd.probes.degrade import (
             BUILTIN_COLOURS,
             ColourMasker,
@@ -103,6 +109,8 @@ def register(app: typer.Typer) -> None:
 
         check_mask_token(mask)
         mode = _target(data, out, input_, output)
+        if words is None and lang != "en":
+            raise IkdError(f"--lang {lang}: the built-in colour list is English; give --words FILE for {lang} text")
         word_set = load_word_list(words) if words is not None else BUILTIN_COLOURS
         masker = ColourMasker(word_set)
         source = str(words) if words is not None else "builtin"
@@ -143,8 +151,10 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="New prepared data folder to write (with --data)."),
         lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
         input_: Path | None = typer.Option(None, "--input", help="One tokenised text file to degrade."),
-        output: Path | None = typer.Option(None, "--output", help="Where to write the degraded file (with --input)."),
-        as_json: bool = typer.Option(False, "--json", help="Also print the counts as JSON."),
+        output: Path | None = typer.Option(
+            None, "--output", help="Where to write the degraded file (with --input).", callback=output_file
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON on stdout (the table on stderr)."),
     ) -> None:
         """Mask the tokens of visually depictable entities, from Flickr30K Entities annotations or a positions file."""
         from ikd.errors import IkdError

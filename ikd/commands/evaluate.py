@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from ikd.commands import output_file
 from ikd.errors import IkdError
 
 _LANG_SUFFIX = re.compile(r"\.([a-z]{2})(\.gz)?$")
@@ -26,10 +27,15 @@ def _unique_names(paths: list[Path]) -> list[str]:
     depth = 1
     while len(set(names)) < len(names) and depth < 6:
         depth += 1
-        names = ["/".join(p.parts[-depth:]) for p in paths]
-    if len(set(names)) < len(names):
-        names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
+        names = [Path(*p.parts[-depth:]).as_posix() for p in paths]
+    if len(set(names)) < len(names):  # the same file given twice: its name, numbered
+        names = [f"{p.name} ({i + 1})" for i, p in enumerate(paths)]
     return names
+
+
+def _folder_name(name: str) -> str:
+    """A system's display name as one safe folder name (letters, digits, '.', '_', '-')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "system"
 
 
 def _write_json(report: dict, target: str) -> None:
@@ -59,7 +65,9 @@ def register(app: typer.Typer) -> None:
         require_meteor: bool = typer.Option(
             False, "--require-meteor", help="Fail instead of falling back when the official METEOR 1.5 cannot run."
         ),
-        json_out: str = typer.Option(None, "--json", help="Write the results as JSON to this file ('-': stdout)."),
+        json_out: str = typer.Option(
+            None, "--json", help="Write the results as JSON to this file ('-': stdout).", callback=output_file
+        ),
         bootstrap_samples: int = typer.Option(1000, "--bootstrap-samples", help="Paired bootstrap resamples."),
         seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed."),
         checkpoint: list[Path] = typer.Option(
@@ -70,11 +78,18 @@ def register(app: typer.Typer) -> None:
         ),
         data: Path = typer.Option(None, "--data", help="With --checkpoint: a prepared data folder."),
         split: list[str] = typer.Option(None, "--split", help="With --checkpoint: split(s) to translate and score."),
-        save_hyps: Path = typer.Option(None, "--save-hyps", help="With --checkpoint: write the translations here."),
+        save_hyps: Path = typer.Option(
+            None,
+            "--save-hyps",
+            help="With --checkpoint: a folder for the translations, SPLIT.TGT in it (one subfolder per checkpoint "
+            "when there are several).",
+        ),
         beam: int = typer.Option(5, "--beam", "-b", help="With --checkpoint: beam size (1 = greedy)."),
         lenpen: float = typer.Option(1.0, "--lenpen", help="With --checkpoint: length penalty."),
         max_len_a: float = typer.Option(
-            0.0, "--max-len-a", help="With --checkpoint: output cap a*src_len+b (the paper's 0*src+200)."
+            0.0,
+            "--max-len-a",
+            help="With --checkpoint: output cap `a*src_len+b` (the paper's fairseq run: a=0, b=200).",
         ),
         max_len_b: int = typer.Option(200, "--max-len-b", help="With --checkpoint: see --max-len-a."),
         batch_size: int = typer.Option(128, "--batch-size", help="With --checkpoint: sentences per batch."),
@@ -85,17 +100,14 @@ def register(app: typer.Typer) -> None:
         signature), METEOR (official 1.5 jar, or a labelled fallback), chrF; mean and standard deviation
         over several runs; paired bootstrap p-values against a baseline. With --checkpoint, first translate
         prepared splits (DATA/SRC-TGT/SPLIT.bpe.SRC) and score them against DATA/text/SPLIT.TGT."""
-        from rich.console import Console
-
+        from ikd.console import make_console
         from ikd.evaluation.runs import MeteorOptions, Scoring, parse_metrics, render
 
         chosen = parse_metrics(metrics)
         if bootstrap_samples < 1:
             raise IkdError("--bootstrap-samples must be at least 1")
         jar = str(meteor_jar) if meteor_jar else None
-        out = Console(stderr=json_out == "-", highlight=False)
-        if not out.is_terminal:
-            out.width = 200  # files and pipes: no wrapping of tables and labels
+        out = make_console(stderr=json_out == "-")
         if checkpoint:
             if hyp or ref or baseline:
                 raise IkdError("--checkpoint translates prepared splits: it does not take --hyp, --ref or --baseline")
@@ -188,7 +200,9 @@ def _evaluate_checkpoints(
         for split in splits:
             source = pair_dir / f"{split}.bpe.{loaded.src}"
             if not source.is_file():
-                raise IkdError(f"{source}: not found (split '{split}' not prepared, or `ikd bpe` not run)")
+                found = sorted(f.name[: -len(f".bpe.{loaded.src}")] for f in pair_dir.glob(f"*.bpe.{loaded.src}"))
+                known = f"; the prepared splits are {', '.join(found)}" if found else "; run `ikd bpe` first"
+                raise IkdError(f"{source}: not found (split '{split}' not prepared{known})")
             lines = read_lines(source, allow_empty=True)
             before = translator.stats.seconds
             with decoding_threads(threads, loaded.device):
@@ -200,7 +214,7 @@ def _evaluate_checkpoints(
                 highlight=False,
             )
             if save_hyps is not None:
-                folder = save_hyps if len(all_paths) == 1 else save_hyps / names[k].replace("/", "_")
+                folder = save_hyps if len(all_paths) == 1 else save_hyps / _folder_name(names[k])
                 atomic_write_lines(folder / f"{split}.{loaded.tgt}", hyps[k, split])
     src, tgt = pair
     scoring.meteor.lang = lang or tgt

@@ -12,8 +12,9 @@ world. Then run `ikd bpe --data DATA --pair en-de`."""
 
 
 def _summary(out: Path, manifest: dict[str, Any], title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from ikd.console import make_console
 
     table = Table(title=title)
     for column in ("split", "lines", "languages", "images", "dropped lines"):
@@ -22,7 +23,7 @@ def _summary(out: Path, manifest: dict[str, Any], title: str) -> None:
         images = entry.get("images")
         shown = f"{images['count']} x {images['size']}px" if images else "-"
         table.add_row(split, str(entry["lines"]), " ".join(entry["langs"]), shown, str(len(entry["dropped_lines"])))
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"wrote {out}; next: ikd bpe --data {out} --pair en-de", highlight=False)
 
@@ -44,10 +45,10 @@ def register(app: typer.Typer) -> None:
             "en-de,en-fr", "--pairs", help="Comma-separated language pairs (en-de, en-fr, en-cs)."
         ),
         images: Path | None = typer.Option(
-            None, "--images", help="Folder of the Flickr30K (and MSCOCO) JPEGs named in image_splits/*.txt."
+            None, "--images", help="Folder of the Flickr30K (and MSCOCO) JPEGs named in `image_splits/*.txt`."
         ),
         image_size: int = typer.Option(
-            224, "--image-size", help="Side S of the stored images (resize to S*256/224, centre-crop S)."
+            224, "--image-size", help="Side S of the stored images (resize to `S*256/224`, centre-crop S)."
         ),
         skip_missing_images: bool = typer.Option(
             False,
@@ -57,11 +58,10 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(0, "--workers", help="Image decoding processes (0: all cores)."),
     ) -> None:
         """Collect Multi30K task-1 text (and images) into a prepared data folder."""
-        from rich.console import Console
-
+        from ikd.console import make_console
         from ikd.data.multi30k import prepare_multi30k
 
-        console = Console(stderr=True)
+        console = make_console(stderr=True)
         manifest = prepare_multi30k(
             out,
             source=source,

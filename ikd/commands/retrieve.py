@@ -11,7 +11,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("retrieve")
     def retrieve(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained ikd checkpoint (.pt)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained ikd checkpoint (.pt)."),
         data: Path = typer.Option(..., "--data", help="Prepared data folder (after `ikd bpe`)."),
         split: str = typer.Option(..., "--split", help="Split whose sentences and images are compared."),
         features: Path | None = typer.Option(
@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
 
         The feature m generated from each source sentence is compared with the teacher's features of the
         split's real images (cosine similarity, every vector normalised on its own)."""
-        from rich.console import Console
         from rich.table import Table
 
+        from ikd.console import make_console
         from ikd.probes.retrieve import retrieve as run
 
         result = run(checkpoint, data, split, features, pool, batch_size, device)
@@ -42,11 +42,10 @@ def register(app: typer.Typer) -> None:
         for k in result.ks:
             ratio = result.recall(k) / result.chance(k) if result.chance(k) else float("nan")
             table.add_row(str(k), f"{100 * result.recall(k):.2f}", f"{100 * result.chance(k):.2f}", f"{ratio:.1f}")
-        console = Console()
+        console = make_console()
         console.print(table)
         console.print(
             f"median rank {payload['median_rank']:g}, mean rank {payload['mean_rank']:.1f} of {result.n}; "
             f"visual features: {payload['features']}",
             highlight=False,
         )
-        print(json.dumps(payload))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from ikd.commands import output_file
 from ikd.errors import IkdError
 
 _OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
@@ -63,15 +64,16 @@ def register(app: typer.Typer) -> None:
             "--average-out",
             metavar="PATH",
             help="With --average-only: output file (default RUN/checkpoint_average.pt).",
+            callback=output_file,
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train an IKD-MMT (or text-only) translator from a recipe: validates every epoch, keeps
         per-epoch/best/last checkpoints, early-stops, and averages the last N epoch checkpoints into
         OUT/checkpoint_average.pt. Several GPUs: `torchrun --nproc_per_node N -m ikd.train RECIPE.yaml ...`."""
-        from rich.console import Console
+        from ikd.console import make_console
 
-        console = Console(stderr=True, highlight=False)
+        console = make_console(stderr=True)
         recipe, trailing = _split_arguments(list(arguments or []))
         overrides = [*(overrides or []), *trailing]  # so `--set a=1 b=2` means `--set a=1 --set b=2`
         if average_only is not None:
@@ -84,7 +86,8 @@ def register(app: typer.Typer) -> None:
             from ikd.checkpoint import load_checkpoint
 
             epochs = load_checkpoint(path)["averaged_epochs"]
-            console.print(f"wrote {path} (the average of epochs {', '.join(map(str, epochs))})")
+            fewer = f"; only {len(epochs)} of the {last} asked were there" if len(epochs) < last else ""
+            console.print(f"wrote {path} (the average of epochs {', '.join(map(str, epochs))}{fewer})")
             return
         if upper_bound is not None or average_out is not None or average_last is not None:
             raise IkdError("--average-last, --upper-bound and --average-out go with --average-only RUN_DIR")

@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 import typer
 
+from ikd.commands import output_file
 from ikd.errors import IkdError
 
 
@@ -49,7 +50,9 @@ def register(app: typer.Typer) -> None:
     def translate(
         checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A checkpoint written by `ikd train`."),
         input: Path = typer.Option(None, "--input", "-i", help="Input file (default: stdin)."),
-        output: Path = typer.Option(None, "--output", "-o", help="Output file (default: stdout)."),
+        output: Path = typer.Option(
+            None, "--output", "-o", help="Output file (default: stdout).", callback=output_file
+        ),
         tokenized: bool = typer.Option(
             False, "--tokenized", help="Input is already lowercased and Moses-tokenised (BPE is still applied)."
         ),
@@ -58,11 +61,11 @@ def register(app: typer.Typer) -> None:
             False, "--detok", help="Detokenise the output (default: tokenised text, as the paper scores)."
         ),
         beam: int = typer.Option(5, "--beam", "-b", help="Beam size; 1 = greedy."),
-        lenpen: float = typer.Option(1.0, "--lenpen", help="Length penalty: score = sum log p / length**lenpen."),
+        lenpen: float = typer.Option(1.0, "--lenpen", help="Length penalty: score = `sum log p / length**lenpen`."),
         max_len_a: float = typer.Option(
-            1.5, "--max-len-a", help="Output length cap a*src_len+b (the paper's fairseq run: a=0, b=200)."
+            0.0, "--max-len-a", help="Output length cap `a*src_len+b` (the paper's fairseq run: a=0, b=200)."
         ),
-        max_len_b: int = typer.Option(10, "--max-len-b", help="See --max-len-a."),
+        max_len_b: int = typer.Option(200, "--max-len-b", help="See --max-len-a."),
         nbest: int = typer.Option(
             1, "--nbest", help="Output N hypotheses per input line as `LINE ||| TEXT ||| SCORE` (LINE from 0)."
         ),
@@ -84,8 +87,7 @@ def register(app: typer.Typer) -> None:
         """Translate text with a trained checkpoint, image-free. Raw input is lowercased, normalised and
         Moses-tokenised like Multi30K's lc.norm.tok files, then BPE'd with the checkpoint's codes. Lines are
         translated in length-sorted batches and written in input order; an empty line gives an empty line."""
-        from rich.console import Console
-
+        from ikd.console import make_console
         from ikd.inference.loading import decoding_threads, load_for_inference
         from ikd.inference.translator import SearchOptions, Translator
 
@@ -95,7 +97,7 @@ def register(app: typer.Typer) -> None:
             raise IkdError(f"--amp {amp!r}: expected auto, bf16, fp16 or off")
         if buffer_lines < 1:
             raise IkdError("--buffer-lines must be at least 1")
-        console = Console(stderr=True, highlight=False)
+        console = make_console(stderr=True)
         options = SearchOptions(beam, lenpen, max_len_a, max_len_b, nbest)
         options.check()
         expected = None
@@ -114,7 +116,7 @@ def register(app: typer.Typer) -> None:
             warn=lambda message: console.print(f"warning: {message}", markup=False, soft_wrap=True),
         )
         if input is not None and not input.is_file():
-            raise IkdError(f"{input}: input file not found")
+            raise IkdError(f"{input}: {'is a folder, not a file' if input.is_dir() else 'input file not found'}")
         with decoding_threads(threads, loaded.device):
             if output is not None:
                 from ikd.fileio import atomic_path

@@ -9,6 +9,7 @@ the BPE'd train SRC + TGT. With 10,000 merges this gives 9,712 entries for Multi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -106,8 +107,15 @@ def learn_codes(sentences: Iterable[str], merges: int, glossaries: Sequence[str]
     if not any(len(w) > 1 for w in counts):
         raise IkdError("the training text has no word of two or more characters: nothing to learn BPE from")
     out = io.StringIO()
-    learn_bpe.learn_bpe([f"{w} {c}" for w, c in counts.items()], out, merges, min_frequency=2, is_dict=True)
+    # subword-nmt draws a progress bar and notes an early stop on stderr; the command reports what was learned
+    with contextlib.redirect_stderr(io.StringIO()):
+        learn_bpe.learn_bpe([f"{w} {c}" for w, c in counts.items()], out, merges, min_frequency=2, is_dict=True)
     return out.getvalue()
+
+
+def count_merges(codes: str) -> int:
+    """Merge operations in a codes file's content (its first line is the version header)."""
+    return sum(1 for line in codes.splitlines() if line and not line.startswith("#version"))
 
 
 def write_bpe_vocab(path: Path, counts: Counter[str]) -> None:

@@ -21,8 +21,8 @@ INPUT_MODES = ("raw", "tokenized", "bpe")
 class SearchOptions:
     beam: int = 5
     lenpen: float = 1.0
-    max_len_a: float = 1.5
-    max_len_b: int = 10
+    max_len_a: float = 0.0  # the paper's (fairseq's default) cap: 0 * src_len + 200
+    max_len_b: int = 200
     nbest: int = 1
 
     def check(self) -> None:

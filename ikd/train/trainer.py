@@ -368,6 +368,7 @@ class Trainer:
                     leave=False,
                     mininterval=1.0,
                     dynamic_ncols=True,
+                    disable=None,  # no bar when stderr is not a terminal (a log file gets the epoch lines only)
                 )
             self.raw_model.train()
             epoch_start = window_start = time.perf_counter()
@@ -434,7 +435,7 @@ class Trainer:
             self.report(
                 f"epoch {epoch}: {self.stepper.updates} updates, valid loss {valid['loss']:.4f} "
                 f"(ce {valid['ce']:.4f}{kd}){bleu}, {ep_tokens * world / max(train_time, 1e-9):.0f} tok/s"
-                + (" *" if improved else "")
+                + (", best so far" if improved else "")
             )
             last_valid = valid
             if t.patience > 0 and self.bad_epochs >= t.patience:
