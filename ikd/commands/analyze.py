@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("attention")
     def attention(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained ikd checkpoint (.pt)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained ikd checkpoint (.pt)."),
         sentence: list[str] | None = typer.Option(None, "--sentence", help="Source sentence (repeatable)."),
         file: Path | None = typer.Option(None, "--file", help="More sentences, one per line."),
         tokenized: bool = typer.Option(
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("imagine")
     def imagine(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained ikd checkpoint (.pt)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained ikd checkpoint (.pt)."),
         sentence: list[str] | None = typer.Option(None, "--sentence", help="Source sentence (repeatable)."),
         file: Path | None = typer.Option(None, "--file", help="More sentences, one per line."),
         tokenized: bool = typer.Option(False, "--tokenized", help="Sentences are already Moses-tokenised."),
