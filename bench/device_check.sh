@@ -38,14 +38,20 @@ run)
     if [ -d "$STAGE/multi30k/tok" ] && [ ! -d ../shared/data/multi30k/tok ]; then
         mkdir -p ../shared/data/multi30k && cp -r "$STAGE/multi30k/tok" ../shared/data/multi30k/
     fi
+    status=0
+    step() {  # step LOG SECONDS COMMAND...: run, keep the output, remember a failure (pipefail: the command's)
+        local log=$1 seconds=$2
+        shift 2
+        timeout "$seconds" "$@" 2>&1 | tee -a "$OUT/$log" || { echo "FAILED ($?): $*" | tee -a "$OUT/$log"; status=1; }
+    }
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"
-    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-    timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py 2>&1 | tee "$OUT/tests.log"
-    {
-        timeout 120 python3 bench/train_step.py --device cuda --sync-debug
-        timeout 60 python3 bench/train_step.py --device cuda --models text --max-tokens 8192
-    } 2>&1 | tee "$OUT/train_step.log"
-    timeout 120 python3 bench/translate_speed.py --device cuda 2>&1 | tee "$OUT/translate_speed.log"
+    step gpu.txt 30 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+    # budgets add up to 450 s, inside the suggested timeout_s=540 with the wheel install
+    step tests.log 200 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py
+    step train_step.log 100 python3 bench/train_step.py --device cuda --sync-debug
+    step train_step.log 50 python3 bench/train_step.py --device cuda --models text --max-tokens 8192
+    step translate_speed.log 100 python3 bench/translate_speed.py --device cuda
+    exit $status
     ;;
 *)
     echo "usage: bash bench/device_check.sh prepare|run" >&2

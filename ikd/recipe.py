@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import types
@@ -139,9 +138,10 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     raise TypeError(f"unsupported annotation {annotation}")
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: set[str] | None = None) -> Recipe:
     """Validate a nested dict against the Recipe sections. Unknown keys and wrong types are errors
-    naming the key and `source` (the file)."""
+    naming the key and `source` (the file), or `--set` for the `section.key`s in `overridden`."""
+    overridden = overridden or set()
     if not isinstance(raw, dict):
         raise IkdError(f"{source}: a recipe is a mapping of sections ({', '.join(_sections())})")
     sections = {}
@@ -155,7 +155,8 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
             if key not in hints:
                 known = ", ".join(hints)
                 raise IkdError(f"{source}: unknown key '{name}.{key}' (known keys of '{name}': {known})")
-            kwargs[key] = _check_value(value, hints[key], f"{source}: {name}.{key}")
+            origin = f"--set {name}.{key}" if f"{name}.{key}" in overridden else f"{source}: {name}.{key}"
+            kwargs[key] = _check_value(value, hints[key], origin)
         sections[name] = cls(**kwargs)
     for name in raw:
         if name not in sections:
@@ -201,11 +202,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise IkdError(f"{path}: not valid YAML: {e}") from None
-    if not overrides:
-        return recipe_from_dict(raw, source=str(path))
-    recipe_from_dict(copy.deepcopy(raw), source=str(path))  # the file's own errors name the file alone
-    apply_overrides(raw, overrides)
-    return recipe_from_dict(raw, source=f"{path} with --set")
+    apply_overrides(raw, overrides or [])
+    overridden = {item.split("=", 1)[0].strip() for item in overrides or []}
+    return recipe_from_dict(raw, source=str(path), overridden=overridden)
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -199,3 +199,11 @@ def test_errors_name_files_and_counts(tmp_path: Path, capsys) -> None:
     assert main(["evaluate", "--hyp", str(r), "--ref", str(nolang)]) == 1
     assert "--lang" in capsys.readouterr().err
     assert main(["evaluate", "--hyp", str(r), "--ref", str(nolang), "--metrics", "bleu"]) == 0
+
+
+def test_seed_zero_is_refused(tmp_path, capsys) -> None:
+    """sacrebleu's paired test reads a seed of 0 as "unseeded": the p-values would change from run to run."""
+    h = write(tmp_path / "h.txt", ["a b c d"])
+    r = write(tmp_path / "r.txt", ["a b c d"])
+    assert main(["evaluate", "--hyp", str(h), "--ref", str(r), "--baseline", str(h), "--seed", "0"]) == 1
+    assert "--seed 0 means unseeded" in capsys.readouterr().err

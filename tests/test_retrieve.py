@@ -88,3 +88,14 @@ def test_pooling_and_feature_files(tmp_path) -> None:
     np.save(path, np.zeros(3))
     with pytest.raises(IkdError, match=r"expected \[N, ...\] features"):
         load_feature_file(path, "none")
+    # maps must be m's shape, channels first: a channels-last array of as many values is refused
+    maps = torch.arange(2 * 4 * 2 * 3, dtype=torch.float32).view(2, 4, 2, 3)
+    np.save(path, maps.numpy())
+    assert torch.allclose(load_feature_file(path, "none", (4, 2, 3)), normalise_rows(maps.flatten(1)))
+    np.save(path, maps.permute(0, 2, 3, 1).numpy())
+    with pytest.raises(IkdError, match=r"shape \(2, 2, 3, 4\), but m has shape \(4, 2, 3\): expected \[N, 4, 2, 3\]"):
+        load_feature_file(path, "none", (4, 2, 3))
+    np.save(path, maps.mean(dim=(2, 3)).numpy())  # already pooled [N, C]: only with --pool avg
+    assert torch.allclose(load_feature_file(path, "avg", (4, 2, 3)), normalise_rows(maps.mean(dim=(2, 3))))
+    with pytest.raises(IkdError, match="channels first"):
+        load_feature_file(path, "none", (4, 2, 3))

@@ -143,7 +143,7 @@ class _InfiniteGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
-@pytest.mark.parametrize("poison", ["loss", "gradient"])
+@pytest.mark.parametrize("poison", ["loss", "gradient", "gradient, no clipping"])
 def test_nan_loss_stops_with_the_update_and_keeps_the_good_checkpoint(toy_data, tmp_path, monkeypatch, poison):
     """A NaN loss, or a finite loss whose gradient overflows (fp32: no scaler to skip the step), stops the run
     naming that very update; the last good checkpoint is kept and no non-finite weights are written."""
@@ -163,7 +163,8 @@ def test_nan_loss_stops_with_the_update_and_keeps_the_good_checkpoint(toy_data, 
         return losses
 
     monkeypatch.setattr(step, "compute_losses", poisoned)
-    recipe = toy_recipe(toy_data, *TINY_MODEL, "model.text_only=true", "train.max_epochs=3", "train.log_every=3")
+    clip = ["train.clip_norm=0"] if "no clipping" in poison else []
+    recipe = toy_recipe(toy_data, *TINY_MODEL, "model.text_only=true", "train.max_epochs=3", "train.log_every=3", *clip)
     out = tmp_path / "run"
     with pytest.raises(IkdError, match=r"not finite at update 8 \(epoch 2\)") as err:
         train(recipe, out=out, device="cpu", progress=False, report=quiet)

@@ -47,9 +47,23 @@ def test_train_bad_set_override(capfd):
     err = capfd.readouterr().err
     assert "--set 'kd.distanse=l1': unknown key 'kd.distanse' (known keys of 'kd':" in " ".join(err.split())
     assert main(["train", str(REPO / "recipes" / "en-de.yaml"), "--set", "kd.grain=cube"]) == 1
-    assert "en-de.yaml with --set: kd.grain" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "--set kd.grain" in err and "cube" in err and "en-de.yaml" not in err
+    assert main(["train", str(REPO / "recipes" / "en-de.yaml"), "--set", "kd.grain=block", "kd.grain=model"]) == 1
+    assert "--set kd.grain: given more than once" in capfd.readouterr().err
     assert main(["train", str(REPO / "recipes")]) == 1
     assert "recipes: is a folder, not a recipe file" in capfd.readouterr().err
+
+
+def test_set_can_correct_a_value_of_the_file(tmp_path):
+    """The recipe is validated once, after the overrides: --set may fix what the file got wrong."""
+    from ikd.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kd:\n  grain: cube\n")
+    assert load_recipe(recipe, ["kd.grain=block"]).kd.grain == "block"
+    with pytest.raises(IkdError, match=r"r\.yaml: kd\.grain: 'cube' is not one of"):
+        load_recipe(recipe)
 
 
 def test_set_takes_several_overrides_as_the_recipes_document(capfd):

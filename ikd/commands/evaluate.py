@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
             None, "--json", help="Write the results as JSON to this file ('-': stdout).", callback=output_file
         ),
         bootstrap_samples: int = typer.Option(1000, "--bootstrap-samples", help="Paired bootstrap resamples."),
-        seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed."),
+        seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed (not 0: sacrebleu takes 0 for unseeded)."),
         checkpoint: list[Path] = typer.Option(
             None, "--checkpoint", "-c", help="Translate --split(s) of --data with this checkpoint; repeat for seeds."
         ),
@@ -106,6 +106,8 @@ def register(app: typer.Typer) -> None:
         chosen = parse_metrics(metrics)
         if bootstrap_samples < 1:
             raise IkdError("--bootstrap-samples must be at least 1")
+        if seed == 0:  # sacrebleu's PairedTest treats 0 as "no seed": a different resampling every run
+            raise IkdError("--seed 0 means unseeded to sacrebleu's paired test; use another value")
         jar = str(meteor_jar) if meteor_jar else None
         out = make_console(stderr=json_out == "-")
         if checkpoint:

@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--upper-bound",
             metavar="EPOCH",
-            help="With --average-only: average the last N epochs up to this one (fairseq's --checkpoint-upper-bound).",
+            help="With --average-only: average the last N epochs up to this one (fairseq's --checkpoint-upper-bound); "
+            "an error when fewer than N of them are kept (without it, fewer are averaged, with a note).",
         ),
         average_out: Path = typer.Option(
             None,
@@ -76,6 +77,10 @@ def register(app: typer.Typer) -> None:
         console = make_console(stderr=True)
         recipe, trailing = _split_arguments(list(arguments or []))
         overrides = [*(overrides or []), *trailing]  # so `--set a=1 b=2` means `--set a=1 --set b=2`
+        keys = [item.split("=", 1)[0].strip() for item in overrides]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:  # the parser keeps --set values and positional ones apart, so "the last one wins" is unclear
+            raise IkdError(f"--set {', '.join(twice)}: given more than once; give each key once")
         if average_only is not None:
             from ikd.train.checkpoints import average_checkpoints
 

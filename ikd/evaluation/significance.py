@@ -53,6 +53,9 @@ def paired_bootstrap(
     exceeded); identical outputs are reported with p = 1 instead."""
     from sacrebleu.significance import PairedTest
 
+    if seed == 0:  # sacrebleu's PairedTest takes a seed of 0 for "no seed" (`self._seed or None`)
+        raise ValueError("seed 0 means 'unseeded' to sacrebleu; use another value")
+
     chosen = {}
     if "bleu" in metrics:
         chosen["BLEU"] = bleu_metric()

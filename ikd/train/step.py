@@ -124,11 +124,11 @@ class Stepper:
         losses = compute_losses(self.model, batch, self.recipe, self.pad, self.dtype)
         self.scaler.scale(losses.loss).backward()
         self.scaler.unscale_(self.optimizer)
+        grad_norm = None
         if self.clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
-        else:
-            grads = [p.grad.detach() for p in self.params if p.grad is not None]
-            grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        elif not self.fp16:  # the norm only, for the finiteness check below (an infinite bound never clips)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"), foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
