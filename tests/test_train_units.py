@@ -135,6 +135,33 @@ def test_inverse_sqrt_schedule_matches_hand_computation():
     assert restored.updates == 3
 
 
+def test_ddp_normalises_the_ce_by_the_tokens_of_all_ranks():
+    """Under DDP the CE is divided by the step's token count over all ranks (times the world size, which
+    DDP's gradient average divides out again): with another rank holding 30 more tokens, this rank's CE is
+    its summed CE over (n + 30) / 2, not its own per-token mean."""
+    import numpy as np
+
+    from ikd.data.dataset import Batch
+    from ikd.model import build_model
+    from ikd.recipe import Recipe
+    from ikd.train.step import compute_losses
+
+    r = Recipe()
+    r.model.d_model, r.model.heads, r.model.ffn, r.model.encoder_layers, r.model.decoder_layers = 16, 2, 32, 1, 1
+    r.model.text_only, r.model.dropout = True, 0.0
+    torch.manual_seed(0)
+    model = build_model(r, 20).eval()
+    src = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 1]])
+    tgt_out = torch.tensor([[10, 11, 2], [12, 2, 1]])
+    tgt_in = torch.tensor([[2, 10, 11], [2, 12, 1]])
+    batch = Batch(src, tgt_in, tgt_out, None, 5, np.arange(2))
+    alone = compute_losses(model, batch, r, 1, None)
+    same = compute_losses(model, batch, r, 1, None, reduce_sum=lambda t: t * 2, world=2)
+    bigger = compute_losses(model, batch, r, 1, None, reduce_sum=lambda t: t + 30, world=2)
+    assert torch.allclose(same.ce, alone.ce)  # both ranks with 5 tokens: the global mean is the local one
+    assert torch.allclose(bigger.ce, alone.ce * 5 / ((5 + 30) / 2))
+
+
 def test_label_smoothed_ce_matches_hand_computation():
     torch.manual_seed(3)
     eps, pad, vocab = 0.1, 1, 6

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,13 +70,27 @@ class StepLosses:
         return torch.stack(parts).detach().float()
 
 
-def compute_losses(model: nn.Module, batch, recipe: Recipe, pad: int, dtype: torch.dtype | None) -> StepLosses:
-    """Forward `batch` (already on the device) and form the objective."""
+def compute_losses(
+    model: nn.Module,
+    batch,
+    recipe: Recipe,
+    pad: int,
+    dtype: torch.dtype | None,
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    world: int = 1,
+) -> StepLosses:
+    """Forward `batch` (already on the device) and form the objective. Under DDP (`reduce_sum` sums over the
+    `world` ranks) the CE is normalised by the step's token count over all ranks, times `world`, so that
+    DDP's gradient average is the gradient of the global per-token mean (fairseq's normalisation), not a
+    mean of per-rank means."""
     device = batch.src.device
     with autocast(device, dtype):
         logits, kd = model(batch.src, batch.tgt_in, batch.images)
     ce_sum, nll_sum = label_smoothed_ce(logits, batch.tgt_out, recipe.train.label_smoothing, pad)
-    ntokens = max(int(batch.ntokens), 1)
+    if reduce_sum is None:
+        ntokens = max(int(batch.ntokens), 1)
+    else:  # a device tensor and an asynchronous all-reduce: no host sync
+        ntokens = reduce_sum(batch.tgt_out.ne(pad).sum().float()).clamp(min=1.0) / world
     ce = ce_sum / ntokens
     zero = ce.new_zeros(())
     irm = kd["irm"].float() if "irm" in kd else zero
@@ -93,12 +108,22 @@ class Stepper:
     """Owns the optimiser, schedule and grad scaler; `step(batch)` runs one update and adds the step's
     losses to device-side sums. `drain()` is the only place that synchronises with the host."""
 
-    def __init__(self, model: nn.Module, raw_model: nn.Module, recipe: Recipe, device: torch.device, pad: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        raw_model: nn.Module,
+        recipe: Recipe,
+        device: torch.device,
+        pad: int,
+        reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        world: int = 1,
+    ):
         self.model = model  # possibly DDP- or compile-wrapped
         self.raw_model = raw_model
         self.recipe = recipe
         self.device = device
         self.pad = pad
+        self.reduce_sum, self.world = reduce_sum, world  # DDP: the CE's global token normalisation
         self.params = [p for p in raw_model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, recipe, device)
         t = recipe.train
@@ -121,7 +146,7 @@ class Stepper:
         self.steps = 0
 
     def step(self, batch) -> None:
-        losses = compute_losses(self.model, batch, self.recipe, self.pad, self.dtype)
+        losses = compute_losses(self.model, batch, self.recipe, self.pad, self.dtype, self.reduce_sum, self.world)
         self.scaler.scale(losses.loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = None

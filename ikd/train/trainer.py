@@ -171,7 +171,8 @@ class Trainer:
         if recipe.train.compile:
             wrapped = torch.compile(wrapped)
         self.model = wrapped
-        self.stepper = Stepper(wrapped, model, recipe, self.device, self.data.vocab.pad)
+        ddp_sum = (lambda t: dist.all_reduce_sum(t, self.info)) if self.info.enabled else None
+        self.stepper = Stepper(wrapped, model, recipe, self.device, self.data.vocab.pad, ddp_sum, self.info.world_size)
         self.ckpt = CheckpointManager(self.out, recipe.train.keep_last, recipe.train.average_last)
         self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.info.is_main)
         self.epoch = 0
