@@ -169,7 +169,8 @@ def _sections() -> dict[str, type]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` strings (values parsed as YAML) to a raw recipe dict, in place."""
+    """Apply `section.key=value` strings (values parsed as YAML) to a raw recipe dict, in place; in one
+    ordered list the last value of a key wins."""
     for item in overrides:
         if "=" not in item:
             raise IkdError(f"--set {item!r}: expected section.key=value")

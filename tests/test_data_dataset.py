@@ -89,7 +89,7 @@ def test_load_toy_pair(toy_data: Path) -> None:
     first = next(iter(loader))
     assert first.images.shape[1:] == (3, 64, 64) and first.src.shape[0] == len(first.indices)
     assert np.array_equal(first.images.numpy(), data.images[first.indices])
-    text_only = collate(data, first.indices, vocab.pad, images=False)  # what validation search reads
+    text_only = collate(data, first.indices, vocab.pad, with_images=False)  # what validation search reads
     assert text_only.images is None and torch.equal(text_only.src, first.src)
 
 

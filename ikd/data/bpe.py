@@ -133,22 +133,6 @@ def read_bpe_vocab(path: Path) -> dict[str, int]:
     return vocab
 
 
-def read_glossaries(pair_dir: Path) -> tuple[str, ...]:
-    """The glossary `ikd bpe` used for a pair folder (from its bpe.json), the default when unrecorded."""
-    path = Path(pair_dir) / STATE_FILE
-    if not path.is_file():
-        return DEFAULT_GLOSSARIES
-    try:
-        glossaries = json.loads(path.read_text(encoding="utf-8")).get("glossaries")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise IkdError(f"{path}: not the JSON file `ikd bpe` writes; run `ikd bpe` again") from None
-    if glossaries is None:
-        return DEFAULT_GLOSSARIES
-    if not isinstance(glossaries, list) or not all(isinstance(g, str) and g for g in glossaries):
-        raise IkdError(f"{path}: 'glossaries' must be a list of tokens")
-    return tuple(glossaries)
-
-
 @dataclass
 class BpeResult:
     """What `learn_and_apply` produced: the joint vocabulary and tokens (including EOS) per split/lang."""
@@ -179,9 +163,9 @@ def _inputs_fingerprint(data_dir: Path, splits: list[str], src: str, tgt: str) -
     return {f"{s}.{lang}": manifest["splits"][s]["langs"][lang]["sha256"] for s in splits for lang in (src, tgt)}
 
 
-def check_current(data_dir: str | Path, src: str, tgt: str) -> None:
+def check_current(data_dir: str | Path, src: str, tgt: str) -> dict:
     """Refuse a pair folder that `ikd bpe` did not finish (no bpe.json, written last) or that was made from
-    other text than the data folder holds now (`ikd prepare` or `ikd degrade` rerun since)."""
+    other text than the data folder holds now (`ikd prepare` or `ikd degrade` rerun since). -> its bpe.json."""
     data_dir = Path(data_dir)
     pair_dir = data_dir / f"{src}-{tgt}"
     path = pair_dir / STATE_FILE
@@ -189,13 +173,18 @@ def check_current(data_dir: str | Path, src: str, tgt: str) -> None:
     if not path.is_file():
         raise IkdError(f"{path}: not found: {pair_dir} is incomplete (an interrupted `ikd bpe`?); {again}")
     try:
-        inputs = json.loads(path.read_text(encoding="utf-8"))["inputs"]
+        state = json.loads(path.read_text(encoding="utf-8"))
+        inputs = state["inputs"]
         splits = sorted({key.rsplit(".", 1)[0] for key in inputs})
         current = _inputs_fingerprint(data_dir, splits, src, tgt)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         current, inputs = None, True
     if current != inputs:
         raise IkdError(f"{pair_dir}: segmented from other text than {data_dir / 'text'} holds now; {again}")
+    glossaries = state.get("glossaries", list(DEFAULT_GLOSSARIES))
+    if not isinstance(glossaries, list) or not all(isinstance(g, str) and g for g in glossaries):
+        raise IkdError(f"{path}: 'glossaries' must be a list of tokens; {again}")
+    return state
 
 
 def _state_matches(pair_dir: Path, state: dict) -> dict | None:

@@ -199,10 +199,9 @@ def _pad(flat: np.ndarray, offsets: np.ndarray, idx: np.ndarray, pad: int, shift
     return out
 
 
-def collate(data: ParallelData, indices: np.ndarray, pad: int, images: bool = True) -> Batch:
+def collate(data: ParallelData, indices: np.ndarray, pad: int, with_images: bool = True) -> Batch:
     """Sentences `indices` of `data` -> Batch (rows in ascending index order, so the memmap reads in order);
-    `images=False` leaves the pictures out (search never reads them)."""
-    with_images = images
+    `with_images=False` leaves the pictures out (search never reads them)."""
     idx = np.sort(np.asarray(indices, dtype=np.int64))
     if len(idx) == 0:
         raise ValueError("empty batch")

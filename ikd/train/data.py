@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ikd.data.bpe import DEFAULT_GLOSSARIES, check_current, read_bpe_vocab, read_glossaries
+from ikd.data.bpe import DEFAULT_GLOSSARIES, check_current, read_bpe_vocab
 from ikd.data.dataset import BatchDataset, ParallelData, batch_indices
 from ikd.data.manifest import read_manifest_or_none
 from ikd.data.vocab import Vocabulary
@@ -95,8 +95,7 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
     if not vocab_path.is_file():
         raise IkdError(f"{vocab_path}: vocabulary not found (run `ikd bpe` on {data_dir} for {cfg.src}-{cfg.tgt})")
     codes_path = pair / "bpe.codes"
-    if codes_path.is_file():
-        check_current(data_dir, cfg.src, cfg.tgt)
+    bpe_state = check_current(data_dir, cfg.src, cfg.tgt) if codes_path.is_file() else {}
     vocab = Vocabulary.load(vocab_path)
     bpe_codes = codes_path.read_text(encoding="utf-8") if codes_path.is_file() else ""
     bpe_vocab = {
@@ -138,7 +137,7 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
         from ikd.data.text import remove_bpe
 
         refs = [remove_bpe(" ".join(vocab.decode(valid.tgt[i]))) for i in valid_split.keep]
-    glossaries = read_glossaries(pair)
+    glossaries = tuple(bpe_state.get("glossaries", DEFAULT_GLOSSARIES))
     return RunData(vocab, bpe_codes, bpe_vocab, train_split, valid_split, refs, images, glossaries)
 
 

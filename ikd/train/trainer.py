@@ -211,8 +211,9 @@ class Trainer:
         self.log.write("resume", epoch=self.epoch, updates=self.stepper.updates)
 
     # ---- checkpoints -------------------------------------------------------------------------------
-    def payload(self, rng_ranks: list | None = None) -> dict[str, Any]:
-        """The checkpoint; `rng_ranks` are the RNG states of every rank (DDP) for an exact resume."""
+    def payload(self, rng_ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        """The checkpoint; `rng_ranks` are the RNG states of every rank in rank order (one on one process),
+        for an exact resume."""
         state = {k: v.detach().cpu() for k, v in self.raw_model.state_dict().items()}
         return {
             "model": state,
@@ -229,8 +230,8 @@ class Trainer:
                 "optimizer": self.stepper.optimizer.state_dict(),
                 "schedule": self.stepper.schedule.state_dict(),
                 "scaler": self.stepper.scaler.state_dict() if self.stepper.fp16 else {},
-                "rng": rng_state(),
-                "rng_ranks": rng_ranks or [],
+                "rng": rng_ranks[0],
+                "rng_ranks": rng_ranks,
                 "best_loss": self.best,
                 "bad_epochs": self.bad_epochs,
                 "elapsed": self.elapsed,
@@ -284,7 +285,7 @@ class Trainer:
         for idx in batches:
             from ikd.data.dataset import collate
 
-            batch = collate(split.data, idx, vocab.pad, images=False).to(self.device)
+            batch = collate(split.data, idx, vocab.pad, with_images=False).to(self.device)
             with autocast(self.device, self.stepper.dtype):
                 if t.valid_beam <= 1:
                     outs = greedy_search(model, batch.src, max_len_a=1.5, max_len_b=10)
