@@ -113,21 +113,21 @@ def flops_per_sample(stepper: Stepper, batch) -> float:
     """Forward + backward FLOPs of one training step (matmuls and convolutions), per sentence."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ikd.train.step import compute_losses
+    from ikd.train.objective import objective
 
     counter = FlopCounterMode(display=False)
     with counter:
-        losses = compute_losses(stepper.model, batch, stepper.recipe, stepper.pad, stepper.dtype)
+        losses = objective(stepper.model, batch, stepper.recipe, stepper.pad, stepper.dtype)
         losses.loss.backward()
     stepper.optimizer.zero_grad(set_to_none=True)
     return counter.get_total_flops() / len(batch.indices)
 
 
 def bench(name: str, recipe, batches, vocab_size: int, device: torch.device, args, peak) -> None:
-    from ikd.model import build_model
+    from ikd.train.objective import build_training_model
 
     torch.manual_seed(1)
-    model = build_model(recipe, vocab_size, pad=1).to(device)
+    model = build_training_model(recipe, vocab_size, pad=1).to(device)
     wrapped = torch.compile(model) if args.compile else model
     stepper = Stepper(wrapped, model, recipe, device, pad=1)
     image = None

@@ -52,14 +52,14 @@ def word_vocab(size: int):
 
 def write_checkpoint(path: Path, model_kind: str, vocab, codes: str) -> None:
     from ikd.checkpoint import save_checkpoint
-    from ikd.model import build_model
     from ikd.recipe import Recipe
+    from ikd.train.objective import build_training_model
 
     recipe = Recipe()
     recipe.model.text_only = model_kind == "text"
     torch.manual_seed(1)
-    model = build_model(recipe, len(vocab), load_teacher_weights=False)
-    payload = {"model": model.state_dict(), "recipe": recipe.to_dict(), "vocab": vocab.tokens, "bpe_codes": codes}
+    model = build_training_model(recipe, len(vocab), load_teacher_weights=False)
+    payload = {**model.checkpoint_states(), "recipe": recipe.to_dict(), "vocab": vocab.tokens, "bpe_codes": codes}
     save_checkpoint({**payload, "src": "en", "tgt": "de", "epoch": 0, "updates": 0}, path)
 
 

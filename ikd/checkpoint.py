@@ -12,11 +12,15 @@ import torch
 from ikd.errors import IkdError
 from ikd.fileio import atomic_path
 
-FORMAT = "ikd-checkpoint-1"
+FORMAT = "ikd-checkpoint-2"
+FORMAT_1 = "ikd-checkpoint-1"  # release 0.1.0: one state dict, the teacher and student under "model"
+DISTILLER_PREFIXES = ("teacher.", "student.")
 
 # Keys of a checkpoint (a plain dict of tensors, numbers, strings, lists and dicts):
 #   format      FORMAT
-#   model       the model's state_dict (generator and student included)
+#   model       the translator's state_dict: all that translation reads (generator and pseudo-tokens included)
+#   distiller   (IKD only) the Distiller's state_dict: teacher.* and student.*, for training, retrieve, imagine
+#   feature_shape  (IKD only) [C, H, W] of the teacher's last map, so the translator is built without a CNN
 #   recipe      the resolved recipe as a dict (ikd.recipe.Recipe.to_dict())
 #   vocab       the joint vocabulary's token list, specials first
 #   bpe_codes   the text of the subword-nmt codes file ("" when the data had no BPE step)
@@ -46,9 +50,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if magic != b"PK\x03\x04":  # torch.save writes a zip archive
         raise IkdError(f"{path}: not a checkpoint (torch.save writes a zip archive; this file is something else)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        # memory-mapped: tensors a caller never touches (the distiller's, when translating) are never read
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as e:  # corrupt file, or one that needs pickled code
         raise IkdError(f"{path}: not a readable ikd checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise IkdError(f"{path}: not an ikd checkpoint (expected format {FORMAT})")
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise IkdError(f"{path}: not an ikd checkpoint (no format entry)")
+    if payload["format"] == FORMAT_1:
+        return upgrade_format_1(payload)
+    if payload["format"] != FORMAT:
+        raise IkdError(
+            f"{path}: checkpoint format {payload['format']!r} is not one this version of ikd reads "
+            f"({FORMAT}, {FORMAT_1})"
+        )
     return payload
+
+
+def upgrade_format_1(payload: dict[str, Any]) -> dict[str, Any]:
+    """A 0.1.0 checkpoint in today's layout: its teacher.* and student.* weights move to "distiller"."""
+    model, distiller = {}, {}
+    for key, value in payload.get("model", {}).items():
+        if key.startswith(DISTILLER_PREFIXES):
+            distiller[key] = value
+        else:
+            model[key] = value
+    out = {**payload, "format": FORMAT, "model": model}
+    if distiller:
+        out["distiller"] = distiller
+    return out

@@ -48,11 +48,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def atomic_write_lines(path: str | os.PathLike, lines: list[str]) -> None:
     """Write one line per item, each ending in a newline."""
     atomic_write_text(path, "".join(line + "\n" for line in lines))

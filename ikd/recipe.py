@@ -43,6 +43,7 @@ class ModelConfig:
     token_layout: Literal["spatial", "raw"] = "spatial"  # m -> pseudo-tokens: H*W regions, or the authors' view
     text_only: bool = False  # baseline: no generator, no pseudo-tokens, no KD
     text_queries: bool = True  # False = paper Table 5 "w/o text feat.": queries are the pseudo-tokens only
+    text_feature: Literal["embedding", "dropout"] = "embedding"  # t (eq. 5) before or after embedding dropout
 
 
 @dataclass
@@ -76,7 +77,8 @@ class TrainConfig:
     clip_norm: float = 25.0  # 0 disables clipping
     max_epochs: int = 200
     max_updates: int = 70000
-    patience: int = 10  # epochs without a better validation loss before stopping; 0 disables
+    patience: int = 10  # epochs without a better best_metric before stopping; 0 disables
+    best_metric: Literal["ce", "loss", "bleu"] = "ce"  # selects checkpoint_best.pt and drives early stopping
     keep_last: int = 10  # epoch checkpoints kept on disk
     average_last: int = 10  # epoch checkpoints averaged into average.pt at the end (paper: 10); 0 disables
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where supported on CUDA, off on CPU

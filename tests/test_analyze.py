@@ -29,7 +29,7 @@ def test_pseudo_token_rows_sum_to_one(loaded) -> None:
     assert "".join(pieces).replace("@@", "") == "asmallredcircleisaboveabigbluesquare."  # lowercased, tokenised
     src = batch_ids(loaded, [pieces])
     probs = pseudo_token_attention(loaded.model, src)
-    c, h, w = loaded.model.out_shape
+    c, h, w = loaded.model.feature_shape
     assert probs.shape == (loaded.recipe.model.heads, h * w, len(pieces) + 1)
     assert np.allclose(probs.sum(axis=2), 1.0, atol=1e-5)
     assert (probs >= 0).all()
@@ -71,7 +71,7 @@ def test_imagine_png(toy_checkpoint: Path, loaded, tmp_path: Path, capsys) -> No
 
 
 def test_imagined_pixels_are_denormalised() -> None:
-    from ikd.model import IMAGENET_MEAN, IMAGENET_STD
+    from ikd.model.vision import IMAGENET_MEAN, IMAGENET_STD
     from ikd.probes.imagine import imagined_images
 
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -80,13 +80,17 @@ def test_imagined_pixels_are_denormalised() -> None:
     x = (target - mean) / std
     x[..., 0, 0] = 50.0  # far out of range: clipped to white
 
-    class Fake:
+    class Translator:
         text_only = False
 
-        def imagine(self, src):
+        def generate_m(self, src):
+            return src
+
+    class Distiller:
+        def imagine(self, m):
             return x
 
-    pictures = imagined_images(Fake(), torch.zeros(1, 3, dtype=torch.long))
+    pictures = imagined_images(Translator(), Distiller(), torch.zeros(1, 3, dtype=torch.long))
     assert pictures.shape == (1, 2, 2, 3) and pictures.dtype == np.uint8
     assert pictures[0, 1, 1].tolist() == [0, 128, 255]
     assert pictures[0, 0, 0].tolist() == [255, 255, 255]
@@ -94,17 +98,18 @@ def test_imagined_pixels_are_denormalised() -> None:
 
 def test_text_only_checkpoint_is_a_clear_error(toy_checkpoint: Path, tmp_path: Path, capsys) -> None:
     from ikd.checkpoint import load_checkpoint, save_checkpoint
-    from ikd.model import build_model
     from ikd.recipe import recipe_from_dict
+    from ikd.train.objective import build_training_model
 
     payload = load_checkpoint(toy_checkpoint)
     raw = payload["recipe"]
     raw["model"]["text_only"] = True
     raw["vision"]["backbone"] = "resnet50"  # unused by a text-only model
     recipe = recipe_from_dict(raw)
-    model = build_model(recipe, len(payload["vocab"]), load_teacher_weights=False)
+    model = build_training_model(recipe, len(payload["vocab"]), load_teacher_weights=False)
     path = tmp_path / "text.pt"
-    save_checkpoint({**payload, "model": model.state_dict(), "recipe": recipe.to_dict()}, path)
+    payload = {k: v for k, v in payload.items() if k not in ("distiller", "feature_shape")}
+    save_checkpoint({**payload, **model.checkpoint_states(), "recipe": recipe.to_dict()}, path)
     for command in ("attention", "imagine"):
         args = ["analyze", command, "--checkpoint", str(path), "--sentence", "a cat", "--out", str(tmp_path / "x.png")]
         assert main(args) == 1

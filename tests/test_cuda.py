@@ -32,7 +32,7 @@ def test_training_steps_have_no_host_sync_and_learn(toy_data: Path, amp: str) ->
     """Stepper.step on the GPU (autocast, scaler for fp16, fused Adam, channels_last CNNs, uint8 images
     normalised on the device) never waits for the device: torch's sync debug mode turns any wait into an
     error. The losses, read once at the end, are finite and fall."""
-    from ikd.model import build_model
+    from ikd.train.objective import build_training_model
     from ikd.train.step import Stepper
 
     if amp == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
@@ -41,7 +41,7 @@ def test_training_steps_have_no_host_sync_and_learn(toy_data: Path, amp: str) ->
     recipe = toy_recipe(toy_data, *TINY_MODEL, f"train.amp={amp}", "train.lr=0.003", "train.warmup_updates=5")
     vocab, batches = _batches(toy_data, recipe, 8)
     torch.manual_seed(0)
-    model = build_model(recipe, len(vocab), pad=vocab.pad, load_teacher_weights=False).to(device).train()
+    model = build_training_model(recipe, len(vocab), vocab.pad, load_teacher_weights=False).to(device).train()
     stepper = Stepper(model, model, recipe, device, vocab.pad)
     on_device = [b.to(device) for b in batches]
     stepper.step(on_device[0])  # first step: lazy CUDA/cuDNN initialisation may synchronise
@@ -70,7 +70,7 @@ def test_toy_run_on_the_gpu_and_its_checkpoint_on_the_cpu(toy_data: Path, tmp_pa
 
     recipe = toy_recipe(toy_data, *TINY_MODEL, "train.max_epochs=2", "train.average_last=2", "train.keep_last=2")
     result = train(recipe, out=tmp_path / "run", device="cuda", progress=False, report=lambda _m: None)
-    assert result.epochs == 2 and np.isfinite(result.best_valid_loss)
+    assert result.epochs == 2 and np.isfinite(result.best)
     loaded = load_for_inference(tmp_path / "run" / "checkpoint_average.pt", "cpu")
     out = Translator(loaded, SearchOptions(beam=2)).translate_lines(["a small red circle ."])
     assert out[0][0][0]

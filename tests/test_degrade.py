@@ -25,6 +25,25 @@ POSITIONS = "fairseq-mmt-probing/positions"
 TEST2016_OFFSET = 29000 + 1014
 
 
+def listed_tokens(path: Path, words: Path) -> tuple[int, int]:
+    """(tokens in the word list, all tokens) of a tokenised file, counted here without the library."""
+    vocab = set(words.read_text(encoding="utf-8").split())
+    tokens = path.read_text(encoding="utf-8").split()
+    return sum(t in vocab for t in tokens), len(tokens)
+
+
+def positioned_tokens(text: Path, position_files: list[Path], offset: int) -> tuple[int, int]:
+    """(tokens at the union of the listed 0-based positions, all tokens) of text's lines, which are lines
+    offset.. of the positions files (-1 = no position), counted here without the library."""
+    lines = text.read_text(encoding="utf-8").splitlines()
+    tables = [f.read_text(encoding="utf-8").splitlines()[offset : offset + len(lines)] for f in position_files]
+    masked = 0
+    for i, line in enumerate(lines):
+        wanted = {int(p) for table in tables for p in table[i].split()} - {-1}
+        masked += len(wanted & set(range(len(line.split()))))
+    return masked, sum(len(line.split()) for line in lines)
+
+
 def _json_tail(out: str) -> dict:
     """With --json, stdout is the JSON alone (the table goes to stderr)."""
     return json.loads(out)
@@ -38,14 +57,14 @@ def test_colour_list_masks_354_percent_of_test2016(shared_data: Path, tmp_path: 
     )
     assert code == 0
     report = _json_tail(capsys.readouterr().out)[str(shared_data / TEST2016)]
-    assert (report["masked"], report["tokens"]) == (459, 12968)
+    masked_n, tokens_n = listed_tokens(shared_data / TEST2016, shared_data / COLOURS17)
+    assert (report["masked"], report["tokens"]) == (masked_n, tokens_n)
     assert report["lines_masked"] == 321  # the probing README: 321 of 1,000 test2016 sentences have a colour
-    assert report["percent"] == pytest.approx(100 * 459 / 12968, abs=1e-4)
-    assert round(report["percent"], 2) == 3.54
+    assert report["percent"] == pytest.approx(100 * masked_n / tokens_n, abs=1e-4)
     masked = out.read_text().splitlines()
     assert len(masked) == 1000
     assert masked[0] == "a man in an [U] hat starring at something ."
-    assert sum(line.split().count("[U]") for line in masked) == 459
+    assert sum(line.split().count("[U]") for line in masked) == masked_n
 
 
 def test_builtin_colour_list() -> None:
@@ -150,8 +169,9 @@ def test_noun_positions_on_test2016(shared_data: Path, tmp_path: Path, capsys) -
     args += ["--positions", str(p / "multi30k.nouns.position"), "--offset", str(TEST2016_OFFSET)]
     assert main([*args, "--input", str(shared_data / TEST2016), "--output", str(out), "--json"]) == 0
     report = _json_tail(capsys.readouterr().out)[str(shared_data / TEST2016)]
-    assert (report["masked"], report["tokens"]) == (3759, 12968)
-    assert report["percent"] == pytest.approx(28.9867, abs=1e-4)  # the probing README: about 29% (test2016 29.0%)
+    files = [p / "multi30k.noun.position", p / "multi30k.nouns.position"]
+    assert (report["masked"], report["tokens"]) == positioned_tokens(shared_data / TEST2016, files, TEST2016_OFFSET)
+    assert round(report["percent"], 1) == 29.0  # the probing README: test2016 29.0%
     first = out.read_text().splitlines()[1]
     assert first == "a [U] [U] is running on lush green [U] in front of a white [U] ."
 
@@ -413,12 +433,10 @@ def test_multi30k_folder(shared_data: Path, tmp_path: Path, capsys) -> None:
     )
     report = _json_tail(capsys.readouterr().out)
     assert {s: (r["masked"], r["tokens"]) for s, r in report.items()} == {
-        "train": (12299, 377534),
-        "val": (446, 13308),
-        "test_2016_flickr": (459, 12968),
-        "test_2017_flickr": (381, 11376),
-        "test_2017_mscoco": (64, 5239),
+        split: listed_tokens(data / "text" / f"{split}.en", shared_data / COLOURS17)
+        for split in ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco")
     }
+    assert round(report["train"]["percent"], 2) == 3.26  # the probing README: 3.26% of train tokens
     assert (out / "text" / "train.de").read_bytes() == (data / "text" / "train.de").read_bytes()
     p = shared_data / POSITIONS
     out = tmp_path / "de"
@@ -426,9 +444,14 @@ def test_multi30k_folder(shared_data: Path, tmp_path: Path, capsys) -> None:
     args += ["--positions", str(p / "multi30k.nouns.position"), "--data", str(data), "--out", str(out), "--json"]
     assert main(args) == 0
     report = _json_tail(capsys.readouterr().out)
-    assert report["test_2016_flickr"]["masked"] == 3759  # the same as the single file with --offset 30014
-    assert report["train"]["percent"] == pytest.approx(28.9182, abs=1e-4)
-    assert report["test_2017_flickr"]["percent"] == pytest.approx(31.4610, abs=1e-4)
+    files = [p / "multi30k.noun.position", p / "multi30k.nouns.position"]
+    offsets = {"train": 0, "val": 29000, "test_2016_flickr": 30014, "test_2017_flickr": 31014}
+    for split, offset in offsets.items():
+        expected = positioned_tokens(data / "text" / f"{split}.en", files, offset)
+        assert (report[split]["masked"], report[split]["tokens"]) == expected, split
+    # the probing README: train 28.9%, val 28.7%, test2016 29.0%, test2017 31.5%
+    percents = {s: round(report[s]["percent"], 1) for s in offsets}
+    assert percents == {"train": 28.9, "val": 28.7, "test_2016_flickr": 29.0, "test_2017_flickr": 31.5}
     entry = json.loads((out / "manifest.json").read_text())["degrade"][0]
     assert entry["offsets"] == {
         "train": 0,

@@ -1,4 +1,5 @@
-"""The composed IKD model: pseudo-tokens, multimodal encoder, KD losses, gradients (tiny dims, CPU)."""
+"""The composed IKD model: the translator (pseudo-tokens, multimodal encoder) and the Distiller (KD losses),
+gradients (tiny dims, CPU)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 
 from ikd.errors import IkdError
-from ikd.model import IMAGENET_MEAN, IMAGENET_STD, IKDModel, PseudoTokens, build_model, masked_mean
+from ikd.model import PseudoTokens, TranslationModel, masked_mean
+from ikd.model.vision import IMAGENET_MEAN, IMAGENET_STD
 from ikd.recipe import Recipe
+from ikd.train.objective import TrainingModel, build_training_model
 
 PAD = 1
 EOS = 2
@@ -42,6 +45,14 @@ def batch(b: int = 3, t: int = 7, u: int = 6, size: int = 16, seed: int = 0):
     return src, tgt_in, tgt_out, images
 
 
+def build_model(r: Recipe, vocab: int, load_teacher_weights: bool = True) -> TrainingModel:
+    return build_training_model(r, vocab, PAD, load_teacher_weights)
+
+
+def translator(r: Recipe, vocab: int = V) -> TranslationModel:
+    return build_model(r, vocab).translator
+
+
 @pytest.mark.parametrize(
     ("backbone", "out_shape"),
     [("resnet18", (512, 2, 2)), ("resnet50", (2048, 2, 2))],
@@ -51,45 +62,47 @@ def test_shapes_full_text_only_and_without_text_queries(backbone: str, out_shape
     b, t = src.shape
     p = out_shape[1] * out_shape[2]
 
-    full = build_model(recipe(backbone, 64), V)
-    assert full.out_shape == out_shape and full.num_pseudo_tokens == p
-    logits, kd = full(src, tgt_in, images)
+    model = build_model(recipe(backbone, 64), V)
+    full, distiller = model.translator, model.distiller
+    assert full.feature_shape == out_shape == distiller.feature_shape and full.num_pseudo_tokens == p
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in full.modules())  # the translator holds no CNN
+    logits, kd = model(src, tgt_in, images)
     assert logits.shape == (b, 6, V)
-    assert {"irm", "iam", "image", "irm_feat", "iam_feat"} <= set(kd)
-    assert all(v.dim() == 0 and torch.isfinite(v) for v in kd.values())
+    terms = (kd.irm, kd.iam, kd.image, kd.irm_feat, kd.iam_feat)
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in terms)
     enc = full.encode(src, return_attention=True)
     assert enc.states.shape == (b, t + p, 16)
     assert enc.m.shape == (b, *out_shape)
     assert torch.equal(enc.pad_mask, torch.cat([src.eq(PAD), torch.zeros(b, p, dtype=torch.bool)], 1))
     assert enc.attention.shape == (b, 2, t + p, t)
-    assert full.imagine(src).shape == (b, 3, 64, 64)
-    assert full.teacher_features(images).shape == (b, *out_shape)
+    assert distiller.imagine(full.generate_m(src)).shape == (b, 3, 64, 64)
+    assert distiller.teacher_features(images).shape == (b, *out_shape)
 
-    parts = {"generator": full.generator, "teacher": full.teacher, "student": full.student}  # no second CNN build
-    no_text = IKDModel(recipe(backbone, 64, text_queries=False), V, **parts)
-    logits, kd = no_text(src, tgt_in, images)
-    assert logits.shape == (b, 6, V) and "irm" in kd
+    r = recipe(backbone, 64, text_queries=False)
+    no_text = TranslationModel(r.model, V, PAD, out_shape)
+    logits, kd = TrainingModel(no_text, distiller, r)(src, tgt_in, images)  # no second CNN build
+    assert logits.shape == (b, 6, V) and kd is not None
     enc = no_text.encode(src, return_attention=True)
     assert enc.states.shape == (b, p, 16) and not enc.pad_mask.any()
     assert enc.attention.shape == (b, 2, p, t)
 
     text = build_model(recipe(backbone, 64, text_only=True), V)
     logits, kd = text(src, tgt_in, images)
-    assert logits.shape == (b, 6, V) and kd == {}
-    assert text.generator is None and text.teacher is None and text.student is None
-    assert text.encode(src).states.shape == (b, t, 16)
+    assert logits.shape == (b, 6, V) and kd is None
+    assert text.distiller is None and text.translator.generator is None and text.translator.feature_shape is None
+    assert text.translator.encode(src).states.shape == (b, t, 16)
 
 
-def test_kd_dict_is_empty_without_images_or_weights() -> None:
+def test_no_kd_terms_without_images_or_weights() -> None:
     src, tgt_in, _, images = batch()
     model = build_model(recipe(), V)
-    assert model(src, tgt_in)[1] == {}
+    assert model(src, tgt_in)[1] is None
     r = recipe()
     r.kd.lambda_irm = r.kd.lambda_iam = 0.0
     no_kd = build_model(r, V)
     logits, kd = no_kd(src, tgt_in, images)
-    assert kd == {} and logits.shape == (3, 6, V)
-    assert no_kd.encode(src).m is not None  # generator and pseudo-tokens still in use
+    assert kd is None and logits.shape == (3, 6, V)
+    assert no_kd.translator.encode(src).m is not None  # generator and pseudo-tokens still in use
 
 
 def test_pseudo_token_layouts() -> None:
@@ -113,7 +126,7 @@ def test_masked_mean_counts_real_tokens_only() -> None:
 @pytest.mark.parametrize("kv_source", ["embedding", "states"])
 @pytest.mark.parametrize("text_queries", [True, False])
 def test_pad_keys_are_masked_in_the_multimodal_encoder(kv_source: str, text_queries: bool) -> None:
-    model = build_model(recipe(kv_source=kv_source, text_queries=text_queries), V).eval()
+    model = translator(recipe(kv_source=kv_source, text_queries=text_queries)).eval()
     src, tgt_in, _, _ = batch()
     with torch.no_grad():
         enc = model.encode(src)
@@ -137,8 +150,8 @@ def test_pad_keys_are_masked_in_the_multimodal_encoder(kv_source: str, text_quer
 
 def test_kv_sources_differ_and_pseudo_tokens_attend_to_text() -> None:
     src, _, _, _ = batch()
-    a = build_model(recipe(kv_source="embedding"), V).eval()
-    b = build_model(recipe(kv_source="states"), V).eval()
+    a = translator(recipe(kv_source="embedding")).eval()
+    b = translator(recipe(kv_source="states")).eval()
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         ea, eb = a.encode(src, return_attention=True), b.encode(src, return_attention=True)
@@ -150,7 +163,7 @@ def test_kv_sources_differ_and_pseudo_tokens_attend_to_text() -> None:
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
 def test_incremental_decoding_equals_full_decoding(norm: str) -> None:
-    model = build_model(recipe(norm=norm), V).eval()
+    model = translator(recipe(norm=norm)).eval()
     src, tgt_in, _, _ = batch()
     with torch.no_grad():
         enc = model.encode(src)
@@ -161,7 +174,7 @@ def test_incremental_decoding_equals_full_decoding(norm: str) -> None:
 
 
 def test_normalise_images() -> None:
-    model = build_model(recipe(size=4), V)
+    model = build_model(recipe(size=4), V).distiller
     images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
     x = model.normalise_images(images)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -175,7 +188,7 @@ def test_normalise_images() -> None:
 def test_images_of_another_size_are_resized_once_with_a_warning() -> None:
     r = recipe(size=32)
     r.train.channels_last = True
-    model = build_model(r, V)
+    model = build_model(r, V).distiller
     images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
     with pytest.warns(UserWarning, match="48x48.*image_size is 32"):
         x = model.normalise_images(images)
@@ -188,14 +201,16 @@ def test_images_of_another_size_are_resized_once_with_a_warning() -> None:
 def test_teacher_is_frozen_and_stays_in_eval_mode() -> None:
     model = build_model(recipe(), V)
     model.train()
-    assert not model.teacher.training and model.student.training and model.generator.training
-    assert not any(p.requires_grad for p in model.teacher.parameters())
+    teacher, student = model.distiller.teacher, model.distiller.student
+    assert not teacher.training and student.training and model.translator.generator.training
+    assert not any(p.requires_grad for p in teacher.parameters())
 
 
 def test_gradients_reach_generator_and_student_but_not_the_teacher() -> None:
-    model = build_model(recipe(), V)
+    both = build_model(recipe(), V)
+    model, student, teacher = both.translator, both.distiller.student, both.distiller.teacher
     src, tgt_in, tgt_out, images = batch()
-    logits, kd = model(src, tgt_in, images)
+    logits, kd = both(src, tgt_in, images)
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt_out.flatten())
 
     def grads(module: torch.nn.Module) -> float:
@@ -203,15 +218,15 @@ def test_gradients_reach_generator_and_student_but_not_the_teacher() -> None:
 
     ce.backward(retain_graph=True)
     assert grads(model.generator) > 0 and grads(model.pseudo_tokens) > 0
-    assert grads(model.student) == 0  # the student is not on the translation path
-    model.zero_grad()
-    (kd["irm"] + kd["iam"]).backward(retain_graph=True)
-    assert grads(model.generator) > 0 and grads(model.student) > 0 and grads(model.embed) > 0
+    assert grads(student) == 0  # the student is not on the translation path
+    both.zero_grad()
+    (kd.irm + kd.iam).backward(retain_graph=True)
+    assert grads(model.generator) > 0 and grads(student) > 0 and grads(model.embed) > 0
     assert grads(model.decoder) == 0
-    assert all(p.grad is None for p in model.teacher.parameters())
-    model.zero_grad()
-    kd["iam"].backward(retain_graph=True)  # IaM-KD reaches the student through the teacher's view of I_s
-    assert grads(model.student) > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    both.zero_grad()
+    kd.iam.backward(retain_graph=True)  # IaM-KD reaches the student through the teacher's view of I_s
+    assert grads(student) > 0
 
 
 def test_a_few_steps_reduce_ce_and_kd_losses() -> None:
@@ -220,37 +235,63 @@ def test_a_few_steps_reduce_ce_and_kd_losses() -> None:
     src, tgt_in, tgt_out, images = batch(b=4)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     history = []
-    for _ in range(12):
+    for _ in range(20):
         logits, kd = model(src, tgt_in, images)
         ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt_out.flatten())
         opt.zero_grad()
-        (ce + kd["irm"] + kd["iam"]).backward()
+        (ce + kd.irm + kd.iam).backward()
         opt.step()
-        history.append((ce.item(), kd["irm"].item(), kd["iam"].item()))
+        history.append((ce.item(), kd.irm.item(), kd.iam.item()))
     first, last = history[0], history[-1]
     assert last[0] < 0.8 * first[0]
     assert last[1] < first[1] and last[2] < first[2]
 
 
-def test_state_dict_is_self_contained() -> None:
+def test_translator_and_distiller_states_are_apart_and_self_contained() -> None:
     r = recipe()
     model = build_model(r, V).eval()
-    keys = model.state_dict().keys()
-    for part in ("teacher.", "student.", "generator.", "pseudo_tokens.", "embed.", "encoder.", "decoder."):
-        assert any(k.startswith(part) for k in keys), part
+    states = model.checkpoint_states()
+    prefixes = {k.split(".")[0] for k in states["model"]}
+    assert prefixes == {"embed", "encoder", "decoder", "generator", "pseudo_tokens"}
+    assert {k.split(".")[0] for k in states["distiller"]} == {"teacher", "student"}
+    assert states["feature_shape"] == [512, 1, 1]
     torch.manual_seed(123)
     other = build_model(r, V, load_teacher_weights=False).eval()
-    other.load_state_dict(model.state_dict())
+    other.translator.load_state_dict(states["model"])
+    other.distiller.load_state_dict(states["distiller"])
     src, tgt_in, _, images = batch()
     with torch.no_grad():
         assert torch.equal(model(src, tgt_in)[0], other(src, tgt_in)[0])
-        assert torch.equal(model.teacher_features(images), other.teacher_features(images))
+        assert torch.equal(model.distiller.teacher_features(images), other.distiller.teacher_features(images))
+
+
+@pytest.mark.parametrize("text_feature", ["embedding", "dropout"])
+def test_global_text_feature_in_train_and_eval_mode(text_feature: str) -> None:
+    """Eq. 5 has no dropout: t taken before it is the same in both modes, so the generator's BatchNorm sees
+    at test time the statistics it was trained with. Taken after it (the authors' placement), its spread in
+    training is larger than at test time."""
+    r = recipe(text_feature=text_feature, dropout=0.3)
+    model = translator(r)
+    src = torch.randint(4, V, (64, 30), generator=torch.Generator().manual_seed(1))
+    src[:, -1] = EOS
+    with torch.no_grad():
+        model.train()
+        t_train = model.global_text_feature(src)
+        model.eval()
+        t_eval = model.global_text_feature(src)
+        undropped = masked_mean(model.embed.scaled(src), src.eq(PAD))
+    assert torch.allclose(t_eval, undropped, atol=1e-6)  # eval mode: no dropout either way
+    ratio = (t_train.var() / t_eval.var()).item()
+    if text_feature == "embedding":
+        assert torch.equal(t_train, t_eval)
+    else:  # inverted dropout keeps the mean but adds variance: 1 + p/(1-p) * E[x^2]/var per token, averaged
+        assert ratio > 1.05 and not torch.allclose(t_train, t_eval)
 
 
 def test_multimodal_encoder_layer_by_hand() -> None:
     """One pre-norm layer, eqs. 1-3: queries [text; pseudo-tokens], keys/values LN(embedded text), pads masked."""
     r = recipe(encoder_layers=1)
-    model = build_model(r, V).eval()
+    model = translator(r).eval()
     src, _, _, _ = batch()
     with torch.no_grad():
         enc = model.encode(src)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ikd.inference.search import Hypothesis, beam_search, greedy_search, max_lengths
-from ikd.model import build_model
+from ikd.model import build_translator
 from ikd.recipe import Recipe
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -22,7 +22,7 @@ def tiny_model(vocab: int, seed: int = 0, layers: int = 2, scale: float = 1.0):
     r.model.encoder_layers = r.model.decoder_layers = layers
     r.model.dropout = 0.0
     r.model.text_only = True
-    model = build_model(r, vocab).eval()
+    model = build_translator(r.model, vocab, PAD).eval()
     with torch.no_grad():  # sharper distributions than the default init, so that search choices matter
         model.embed.embed.weight.mul_(scale)
     return model

@@ -78,9 +78,16 @@ def test_toy_run_learns_and_writes_the_run_folder(reference_run, toy_data):
     assert last_ckpt["vocab"] == (toy_data / "en-de" / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
     assert last_ckpt["bpe_glossaries"] == ["[U]"]  # from the pair folder's bpe.json: the mask token stays whole
     state = last_ckpt["train_state"]
-    assert {"optimizer", "schedule", "rng", "best_loss", "bad_epochs"} <= set(state)
-    assert any(k.startswith("student.") for k in last_ckpt["model"])
-    assert any(k.startswith("teacher.") for k in last_ckpt["model"])
+    assert {"optimizer", "schedule", "rng", "best", "best_metric", "bad_epochs"} <= set(state)
+    assert state["best_metric"] == "ce"  # the default: CE alone, which text can reduce, picks the best epoch
+    best_epoch = min(epochs, key=lambda r: r["valid_ce"])
+    assert state["best"] == pytest.approx(best_epoch["valid_ce"])
+    assert load_checkpoint(reference_run / "checkpoint_best.pt")["epoch"] == best_epoch["epoch"]
+    # the translator's weights and the distiller's apart: translation never reads the CNNs
+    assert {k.split(".")[0] for k in last_ckpt["distiller"]} == {"teacher", "student"}
+    assert not any(k.startswith(("teacher.", "student.")) for k in last_ckpt["model"])
+    assert last_ckpt["feature_shape"] == [512, 1, 1]
+    assert all(r["kd_ce"] == pytest.approx((r["irm"] + r["iam"]) / r["ce"], rel=1e-4) for r in steps)
     average = load_checkpoint(reference_run / "checkpoint_average.pt")
     assert "train_state" not in average and average["averaged_epochs"] == [3, 4]
     c3 = load_checkpoint(reference_run / "checkpoint3.pt")["model"]
@@ -149,7 +156,7 @@ def test_nan_loss_stops_with_the_update_and_keeps_the_good_checkpoint(toy_data, 
     naming that very update; the last good checkpoint is kept and no non-finite weights are written."""
     import ikd.train.step as step
 
-    real = step.compute_losses
+    real = step.objective
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -162,7 +169,7 @@ def test_nan_loss_stops_with_the_update_and_keeps_the_good_checkpoint(toy_data, 
                 losses.loss = _InfiniteGradient.apply(losses.loss)
         return losses
 
-    monkeypatch.setattr(step, "compute_losses", poisoned)
+    monkeypatch.setattr(step, "objective", poisoned)
     clip = ["train.clip_norm=0"] if "no clipping" in poison else []
     recipe = toy_recipe(toy_data, *TINY_MODEL, "model.text_only=true", "train.max_epochs=3", "train.log_every=3", *clip)
     out = tmp_path / "run"

@@ -123,7 +123,7 @@ def test_inverse_sqrt_schedule_matches_hand_computation():
     assert s.lr_at(1000) == pytest.approx((1e-7 + 0.004) / 2)
     assert s.lr_at(2000) == pytest.approx(0.004)
     assert s.lr_at(8000) == pytest.approx(0.002)
-    assert s.lr_at(40000) == pytest.approx(0.000894, abs=5e-7)  # the authors' log (REFERENCE.md 4.1)
+    assert s.lr_at(40000) == pytest.approx(0.000894, abs=5e-7)  # the authors' log (docs/differences.md)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     s.apply(opt)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-7)
@@ -142,22 +142,21 @@ def test_ddp_normalises_the_ce_by_the_tokens_of_all_ranks():
     import numpy as np
 
     from ikd.data.dataset import Batch
-    from ikd.model import build_model
     from ikd.recipe import Recipe
-    from ikd.train.step import compute_losses
+    from ikd.train.objective import build_training_model, objective
 
     r = Recipe()
     r.model.d_model, r.model.heads, r.model.ffn, r.model.encoder_layers, r.model.decoder_layers = 16, 2, 32, 1, 1
     r.model.text_only, r.model.dropout = True, 0.0
     torch.manual_seed(0)
-    model = build_model(r, 20).eval()
+    model = build_training_model(r, 20).eval()
     src = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 1]])
     tgt_out = torch.tensor([[10, 11, 2], [12, 2, 1]])
     tgt_in = torch.tensor([[2, 10, 11], [2, 12, 1]])
     batch = Batch(src, tgt_in, tgt_out, None, 5, np.arange(2))
-    alone = compute_losses(model, batch, r, 1, None)
-    same = compute_losses(model, batch, r, 1, None, reduce_sum=lambda t: t * 2, world=2)
-    bigger = compute_losses(model, batch, r, 1, None, reduce_sum=lambda t: t + 30, world=2)
+    alone = objective(model, batch, r, 1, None)
+    same = objective(model, batch, r, 1, None, reduce_sum=lambda t: t * 2, world=2)
+    bigger = objective(model, batch, r, 1, None, reduce_sum=lambda t: t + 30, world=2)
     assert torch.allclose(same.ce, alone.ce)  # both ranks with 5 tokens: the global mean is the local one
     assert torch.allclose(bigger.ce, alone.ce * 5 / ((5 + 30) / 2))
 

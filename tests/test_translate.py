@@ -35,13 +35,13 @@ def tiny_recipe() -> Recipe:
 
 
 def write_checkpoint(path: Path, vocab: Vocabulary, codes: str, recipe: Recipe | None = None, seed: int = 0) -> Path:
-    from ikd.model import build_model
+    from ikd.train.objective import build_training_model
 
     torch.manual_seed(seed)
     recipe = recipe or tiny_recipe()
-    model = build_model(recipe, len(vocab))
+    model = build_training_model(recipe, len(vocab))
     payload = {
-        "model": model.state_dict(),
+        **model.checkpoint_states(),
         "recipe": recipe.to_dict(),
         "vocab": vocab.tokens,
         "bpe_codes": codes,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ikd.errors import IkdError
-from ikd.model.vision import Generator, build_student, build_teacher, distance, kd_losses, pair_distances
+from ikd.model.generator import Generator
+from ikd.model.vision import build_student, build_teacher, distance, kd_losses, pair_distances
 
 X = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
 Y = torch.tensor([[1.0, 0.0], [3.0, 1.0]])  # differences: [[0, 2], [0, 3]]

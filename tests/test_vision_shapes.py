@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from ikd.errors import IkdError
-from ikd.model.vision import GRAINS, Generator, build_student, build_teacher, masked_mean
+from ikd.model.generator import Generator, masked_mean
+from ikd.model.vision import GRAINS, build_student, build_teacher
 
 SIZES = {"resnet18": 64, "resnet50": 64, "vgg19": 32, "alexnet": 64}
-COUNTS = {  # pairs per grain (REFERENCE.md 2.9; resnet18 has 2 taps per BasicBlock, AlexNet block = VGG rule)
+COUNTS = {  # pairs per grain (docs/differences.md; resnet18 has 2 taps per BasicBlock, AlexNet block = VGG rule)
     "resnet18": {"model": 2, "block": 7, "layer": 19, "image": 1},
     "resnet50": {"model": 2, "block": 7, "layer": 51, "image": 1},
     "vgg19": {"model": 2, "block": 11, "layer": 22, "image": 1},
@@ -47,7 +48,7 @@ def test_every_pair_has_equal_shapes(backbone: str, grain: str) -> None:
 
 
 def test_paper_shapes_at_224() -> None:
-    """Shapes only (meta device), the paper's sizes: REFERENCE.md 2.9 block-grain list and m per backbone."""
+    """Shapes only (meta device), the paper's sizes: docs/differences.md block-grain list and m per backbone."""
     teacher = build_teacher("resnet50", "none", 224)
     assert teacher.out_shape == (2048, 7, 7)
     assert teacher.feature_shapes("block") == [

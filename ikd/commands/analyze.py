@@ -13,10 +13,10 @@ HELP = """Analyses of a trained model or run, drawn as PNG: pseudo-token attenti
 the images the student imagines for a sentence, and learning curves from a run's metrics log."""
 
 
-def _load(checkpoint: Path, device: str):
+def _load(checkpoint: Path, device: str, with_distiller: bool = False):
     from ikd.inference.loading import load_for_inference
 
-    loaded = load_for_inference(checkpoint, device)
+    loaded = load_for_inference(checkpoint, device, with_distiller=with_distiller)
     loaded.model.eval()
     if loaded.recipe.model.text_only:
         from ikd.errors import IkdError
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             pieces = source_pieces(loaded, text, tokenized)
             probs = pseudo_token_attention(loaded.model, batch_ids(loaded, [pieces]))
             panels.append((text, pieces, probs))
-        _, _, grid_w = loaded.model.out_shape
+        _, _, grid_w = loaded.model.feature_shape
         w, h = plot_attention(panels, out, grid_w, eos, loaded.recipe.model.token_layout)
         heads, p, _ = panels[0][2].shape
         print(f"wrote {out} ({w}x{h}): {len(panels)} sentence(s), {heads} heads, {p} pseudo-tokens")
@@ -85,10 +85,11 @@ def register(app: typer.Typer) -> None:
         from ikd.probes.imagine import imagined_images, save_images
         from ikd.probes.sentences import batch_ids, source_pieces
 
-        loaded = _load(checkpoint, device)
+        loaded = _load(checkpoint, device, with_distiller=True)
         texts = _sentences(sentence, file)
         pictures = [
-            imagined_images(loaded.model, batch_ids(loaded, [source_pieces(loaded, t, tokenized)])) for t in texts
+            imagined_images(loaded.model, loaded.distiller, batch_ids(loaded, [source_pieces(loaded, t, tokenized)]))
+            for t in texts
         ]
         import numpy as np
 

@@ -116,6 +116,6 @@ def register(app: typer.Typer) -> None:
             bleu_text = f", valid BLEU {bleu:.2f}" if bleu is not None else ""
             console.print(
                 f"done: {result.epochs} epochs, {result.updates} updates (stopped: {result.stopped}), "
-                f"best valid loss {result.best_valid_loss:.4f}{bleu_text}; run folder {result.out}",
+                f"best valid {result.best_metric} {result.best:.4f}{bleu_text}; run folder {result.out}",
                 markup=False,
             )

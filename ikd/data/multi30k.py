@@ -306,7 +306,7 @@ def prepare_multi30k(
     workers: int = 0,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any]:
-    """Prepare Multi30K into out_dir (layout in CONTRACT.md / DESIGN.md 2); returns the manifest."""
+    """Prepare Multi30K into out_dir (layout in docs/architecture.md); returns the manifest."""
     out_dir = Path(out_dir)
     img.check_image_size(image_size)
     langs = pair_languages(parse_pairs(pairs))

@@ -1,4 +1,4 @@
-"""The toy world (DESIGN.md 7): seeded synthetic [image, EN, DE, FR] triplets in the prepared layout.
+"""The toy world: seeded synthetic [image, EN, DE, FR] triplets in the prepared layout.
 
 A scene is one group of 1-3 identical shapes, or two groups (at most three shapes in all) in a spatial
 relation. Each group has a count, size, colour and shape; the caption names all of them and the relation,

@@ -1,5 +1,6 @@
-"""Load a self-contained checkpoint for translation: model (eval mode, on the device), vocabulary, BPE,
-recipe, languages, and the autocast settings (bf16/fp16 on CUDA, none on CPU)."""
+"""Load a self-contained checkpoint for translation: the translator (eval mode, on the device), vocabulary,
+BPE, recipe, languages, and the autocast settings (bf16/fp16 on CUDA, none on CPU). No CNN is built unless
+the caller asks for the Distiller (`ikd retrieve` needs its teacher, `ikd analyze imagine` its student)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ import torch
 
 from ikd.checkpoint import load_checkpoint
 from ikd.data.vocab import SPECIALS, Vocabulary
+from ikd.device import amp_dtype, resolve_device
 from ikd.errors import IkdError
+from ikd.model.translator import TranslationModel, build_translator, translator_from_state
 from ikd.recipe import Recipe, recipe_from_dict
 
 
 @dataclass
 class Loaded:
-    """What `load_for_inference` returns. `bpe` is None when the data had no BPE step."""
+    """What `load_for_inference` returns. `bpe` is None when the data had no BPE step; `distiller` is None
+    unless asked for (and for text-only models)."""
 
-    model: torch.nn.Module
+    model: TranslationModel
     vocab: Vocabulary
     bpe: object | None
     recipe: Recipe
@@ -30,6 +34,7 @@ class Loaded:
     path: Path
     device: torch.device
     amp_dtype: torch.dtype | None = None
+    distiller: torch.nn.Module | None = None
 
     @property
     def keep_tokens(self) -> tuple[str, ...]:
@@ -49,19 +54,6 @@ class Loaded:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """ "auto"/None -> cuda when available, else cpu; anything else as torch understands it."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise IkdError(f"--device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise IkdError(f"--device {device}: CUDA is not available on this machine")
-    return dev
-
-
 @contextlib.contextmanager
 def decoding_threads(threads: int, device: torch.device) -> Iterator[None]:
     """Torch intra-op threads while decoding on the CPU, restored afterwards. 0 means 1: search runs many
@@ -79,6 +71,7 @@ def decoding_threads(threads: int, device: torch.device) -> Iterator[None]:
 
 
 def _check_state_dict(path: Path, model: torch.nn.Module, state: dict, vocab: Vocabulary) -> None:
+    """`state` must fit `model` key for key and shape for shape; a mismatch names the first keys."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -106,12 +99,12 @@ def load_for_inference(
     device: str | torch.device | None = "auto",
     expected_vocab: Vocabulary | None = None,
     amp: str | None = None,
+    with_distiller: bool = False,
 ) -> Loaded:
     """Checkpoint -> Loaded. `expected_vocab` (e.g. a prepared data folder's vocab.txt) must be the
-    checkpoint's own vocabulary; `amp` overrides the recipe's train.amp (auto|bf16|fp16|off)."""
+    checkpoint's own vocabulary; `amp` overrides the recipe's train.amp (auto|bf16|fp16|off);
+    `with_distiller` also builds the teacher and student CNNs from the checkpoint (IKD models only)."""
     from ikd.data.bpe import BPE, DEFAULT_GLOSSARIES
-    from ikd.model import build_model
-    from ikd.train.step import amp_dtype
 
     path = Path(path)
     payload = load_checkpoint(path)
@@ -127,11 +120,15 @@ def load_for_inference(
             f"{vocab.fingerprint()[:12]}): text prepared with other BPE codes would be translated wrongly"
         )
     dev = resolve_device(device)
-    model = build_model(recipe, len(vocab), pad=vocab.pad, load_teacher_weights=False)
+    shape = feature_shape(payload, recipe)
     state = payload["model"]
-    _check_state_dict(path, model, state, vocab)
-    model.load_state_dict(state, strict=True)
+    shapes = build_translator(recipe.model, len(vocab), vocab.pad, shape, generator_device="meta")
+    _check_state_dict(path, shapes, state, vocab)
+    model = translator_from_state(recipe.model, len(vocab), vocab.pad, shape, state)
     model.to(dev).eval()
+    distiller = None
+    if with_distiller and not recipe.model.text_only:
+        distiller = load_distiller(path, payload, recipe, dev)
 
     codes = payload.get("bpe_codes") or ""
     bpe = None
@@ -143,4 +140,32 @@ def load_for_inference(
         units = filters.get(payload["src"]) or {t for t in vocab.tokens if t not in SPECIALS}
         bpe = BPE.from_codes(codes, units, tuple(payload.get("bpe_glossaries", DEFAULT_GLOSSARIES)))
     setting = amp if amp is not None else recipe.train.amp
-    return Loaded(model, vocab, bpe, recipe, payload["src"], payload["tgt"], path, dev, amp_dtype(setting, dev))
+    dtype = amp_dtype(setting, dev)
+    return Loaded(model, vocab, bpe, recipe, payload["src"], payload["tgt"], path, dev, dtype, distiller)
+
+
+def feature_shape(payload: dict, recipe: Recipe) -> tuple[int, int, int] | None:
+    """(C, H, W) of m: stored in the checkpoint, or (0.1.0 checkpoints) from a weightless teacher."""
+    if recipe.model.text_only:
+        return None
+    if "feature_shape" in payload:
+        c, h, w = (int(d) for d in payload["feature_shape"])
+        return c, h, w
+    from ikd.model.distiller import teacher_feature_shape
+
+    return teacher_feature_shape(recipe.vision)
+
+
+def load_distiller(path: Path, payload: dict, recipe: Recipe, device: torch.device) -> torch.nn.Module:
+    """The checkpoint's teacher and student (eval mode, on `device`)."""
+    from ikd.model.distiller import build_distiller
+
+    if "distiller" not in payload:
+        raise IkdError(f"{path}: holds no teacher or student weights (a translation-only export?); give the checkpoint")
+    distiller = build_distiller(recipe.vision, recipe.kd, channels_last=False, load_teacher_weights=False)
+    state = payload["distiller"]
+    expected = distiller.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
+        raise IkdError(f"{path}: its teacher/student weights do not fit the recipe's vision section")
+    distiller.load_state_dict(state, strict=True)
+    return distiller.to(device).eval()

@@ -1,4 +1,4 @@
-"""Batched beam search and greedy search (image-free) over a model with the IKDModel search interface:
+"""Batched beam search and greedy search (image-free) over a model with the TranslationModel search interface:
 `encode(src) -> EncoderOutput` (with `index_select`), `new_decoder_state()` (with `reorder`) and
 `decode(tgt_in [N, 1], enc, state) -> logits [N, 1, V]`.
 

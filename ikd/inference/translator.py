@@ -9,12 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ikd.data.text import detokenize, lowercase_tokens, preprocess, remove_bpe
+from ikd.data.text import detokenize, remove_bpe
 from ikd.errors import IkdError
 from ikd.inference.loading import Loaded
 from ikd.inference.search import Hypothesis, beam_search, greedy_search
-
-INPUT_MODES = ("raw", "tokenized", "bpe")
+from ikd.inference.source import SourceEncoder
 
 
 @dataclass
@@ -57,8 +56,6 @@ class Translator:
         max_tokens: int = 0,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        if input_mode not in INPUT_MODES:
-            raise IkdError(f"input mode {input_mode!r} is not one of {', '.join(INPUT_MODES)}")
         if batch_size < 1 or max_tokens < 0:
             raise IkdError("--batch-size must be at least 1 and --max-tokens not negative")
         self.loaded = loaded
@@ -69,33 +66,15 @@ class Translator:
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.warn = warn or (lambda message: None)
+        self.encoder = SourceEncoder(loaded, input_mode, self.warn)
         self.stats = Stats()
 
     # ------------------------------------------------------------------ text <-> ids
     def source_ids(self, line: str, number: int) -> list[int] | None:
         """One input line (1-based `number`, for warnings) -> source ids with EOS, or None when empty."""
-        if not line.strip():
-            return None
-        lo = self.loaded
-        if self.input_mode == "raw":
-            tokens = preprocess(line, lo.src, lo.keep_tokens).split()
-        elif self.input_mode == "tokenized":
-            tokens = lowercase_tokens(line.split(), lo.keep_tokens)
-        else:
-            tokens = line.split()
-        if self.input_mode != "bpe" and lo.bpe is not None:
-            tokens = lo.bpe.apply(tokens)
-        if not tokens:
-            return None
-        ids = lo.vocab.encode(tokens)
-        limit = lo.max_positions
-        if len(ids) > limit:
-            self.warn(
-                f"line {number}: the source has {len(ids)} tokens (EOS included), more than the model's limit of "
-                f"{limit}; translating its first {limit - 1} tokens only"
-            )
-            self.stats.truncated += 1
-            ids = ids[: limit - 1] + [lo.vocab.eos]
+        before = self.encoder.truncated
+        ids = self.encoder.ids(line, f"line {number}")
+        self.stats.truncated += self.encoder.truncated - before
         return ids
 
     def target_text(self, tokens: list[int]) -> str:

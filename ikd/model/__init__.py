@@ -1,23 +1,17 @@
-"""The IKD-MMT model: Transformer-Tiny with generated multimodal pseudo-tokens (see ikd_model.py)."""
+"""The IKD-MMT model: the translator (Transformer-Tiny with generated pseudo-tokens, translator.py) and the
+training-time Distiller (teacher and student CNNs, distiller.py). Import the Distiller from its module: the
+translator alone does not load the vision stack."""
 
-from ikd.model.ikd_model import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EncoderOutput,
-    IKDModel,
-    PseudoTokens,
-    build_model,
-    masked_mean,
-)
+from ikd.model.generator import Generator, masked_mean
 from ikd.model.transformer import DecoderState
+from ikd.model.translator import EncoderOutput, PseudoTokens, TranslationModel, build_translator
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "DecoderState",
     "EncoderOutput",
-    "IKDModel",
+    "Generator",
     "PseudoTokens",
-    "build_model",
+    "TranslationModel",
+    "build_translator",
     "masked_mean",
 ]

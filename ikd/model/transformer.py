@@ -68,12 +68,15 @@ class Embeddings(nn.Module):
             self.positions = self._table(max(end, 2 * self.positions.size(0))).to(self.positions.device)
         return self.positions[start:end]
 
-    def forward(self, tokens: Tensor, start: int = 0) -> Tensor:
-        """tokens [B, U] int64 -> [B, U, d]; `start` is the position of tokens[:, 0] (incremental decoding)."""
+    def scaled(self, tokens: Tensor, start: int = 0) -> Tensor:
+        """tokens [B, U] int64 -> sqrt(d) * E[token] + PE(position) [B, U, d], before dropout."""
         x = self.embed(tokens) * self.scale
         pos = self.position_vectors(start, tokens.size(1)).to(x.dtype)
-        x = x + pos[None] * tokens.ne(self.pad)[..., None].to(x.dtype)
-        return self.dropout(x)
+        return x + pos[None] * tokens.ne(self.pad)[..., None].to(x.dtype)
+
+    def forward(self, tokens: Tensor, start: int = 0) -> Tensor:
+        """tokens [B, U] int64 -> [B, U, d]; `start` is the position of tokens[:, 0] (incremental decoding)."""
+        return self.dropout(self.scaled(tokens, start))
 
     def logits(self, x: Tensor) -> Tensor:
         """Tied output projection: x [..., d] -> logits [..., V]."""

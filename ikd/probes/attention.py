@@ -1,10 +1,10 @@
 """Attention of the multimodal pseudo-tokens over the source (paper Figure 4).
 
 In the first multimodal encoder layer the queries are [T text tokens ; P pseudo-tokens] and the keys are
-the T source tokens (EOS included); `IKDModel.encode(return_attention=True)` returns its probabilities
+the T source tokens (EOS included); `TranslationModel.encode(return_attention=True)` returns its probabilities
 [B, heads, L, T]. The pseudo-token rows are the last P query rows (all rows for a model without text queries).
 
-The authors' `scripts/visual_attn_weights.py` (REFERENCE.md 6.3) plotted rows `[:49]` of the
+The authors' `scripts/visual_attn_weights.py` (docs/differences.md) plotted rows `[:49]` of the
 [T + 49, T] matrix: the T *text* query rows followed by the first 49 - T image rows, so the "pseudo-words
 forming a word alignment" of their Figure 4 are most likely the text tokens attending to themselves. Here
 exactly the P pseudo-token rows are drawn, one heat map per head.
@@ -25,7 +25,7 @@ from ikd.errors import IkdError
 def pseudo_token_attention(model: Any, src: torch.Tensor) -> np.ndarray:
     """src [1, T] (one sentence, EOS included, no padding) -> probabilities [heads, P, T] of the P
     pseudo-token queries over the T source tokens in the first encoder layer; each row sums to 1."""
-    if getattr(model, "text_only", False):
+    if model.text_only:
         raise IkdError("a text-only model has no pseudo-tokens, so no multimodal attention to draw")
     if src.dim() != 2 or src.size(0) != 1:
         raise ValueError(f"expected one sentence [1, T], got {tuple(src.shape)}")
@@ -36,7 +36,7 @@ def pseudo_token_attention(model: Any, src: torch.Tensor) -> np.ndarray:
     att = enc.attention[0].float()  # [h, L, T]
     n_text = src.size(1)
     rows = att[:, n_text:, :] if model.text_queries else att
-    c, h, w = model.out_shape
+    c, h, w = model.feature_shape
     if rows.size(1) != h * w:
         raise IkdError(f"expected {h * w} pseudo-token rows, got {rows.size(1)} (attention {tuple(att.shape)})")
     return rows.cpu().numpy()

@@ -5,7 +5,7 @@ A masker maps (line index, tokens) to the token positions to mask: `ColourMasker
 phrases). `degrade_lines` applies a masker to the lines of one file; `degrade_folder` writes a complete new
 prepared data folder whose every split has its source side masked, ready for `ikd bpe` and `ikd train`.
 
-The authors' scripts (REFERENCE.md 6.4-6.5) wrote fairseq's `<unk>` and matched the 147 CSS3 colour names,
+The authors' scripts (docs/differences.md) wrote fairseq's `<unk>` and matched the 147 CSS3 colour names,
 and tagged entities by part of speech; here the mask token is configurable (default `[U]`, the paper's),
 the colour list is a list of colour terms, and entities come from annotations or positions files.
 """

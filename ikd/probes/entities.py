@@ -1,5 +1,5 @@
 """Entity masking from Flickr30K Entities annotations (Plummer et al., 2015), as the paper describes
-(section 5.3) and the authors' script does not (it masks stanza NOUN tags, REFERENCE.md 6.5).
+(section 5.3) and the authors' script does not (it masks stanza NOUN tags, docs/differences.md).
 
 An annotation file `Sentences/<image id>.txt` holds the image's captions, one per line, with phrases written
 `[/EN#<entity id>/<type>[/<type>...] words ...]`. A Multi30K sentence is matched to the caption of its image

@@ -14,14 +14,15 @@ import torch
 from ikd.errors import IkdError
 
 
-def imagined_images(model: Any, src: torch.Tensor) -> np.ndarray:
-    """src [B, T] -> uint8 pictures [B, S, S, 3] of the student's I_s (de-normalised, clipped)."""
-    from ikd.model import IMAGENET_MEAN, IMAGENET_STD
+def imagined_images(model: Any, distiller: Any, src: torch.Tensor) -> np.ndarray:
+    """src [B, T] -> uint8 pictures [B, S, S, 3] of the student's I_s for the translator's m (de-normalised,
+    clipped)."""
+    from ikd.model.vision import IMAGENET_MEAN, IMAGENET_STD
 
-    if getattr(model, "text_only", False):
+    if model.text_only or distiller is None:
         raise IkdError("a text-only model has no student, so it imagines no image")
     with torch.no_grad():
-        x = model.imagine(src).float()  # [B, 3, S, S]
+        x = distiller.imagine(model.generate_m(src)).float()  # [B, 3, S, S]
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     pixels = (x * std + mean).clamp(0.0, 1.0)

@@ -6,7 +6,7 @@ teacher's last feature map of the real image (the map m is distilled towards), o
 Both are flattened (or average-pooled to [C]), L2-normalised per vector, and compared by cosine similarity;
 R@K is the share of sentences whose own image is among the K most similar images, next to chance K/N.
 
-The authors' `scripts/visual_grounding.py` (REFERENCE.md 6.1) divided the product matrix S O^T by the two
+The authors' `scripts/visual_grounding.py` (docs/differences.md) divided the product matrix S O^T by the two
 matrices' global Frobenius norms: one constant for all pairs, so their "cosine" ranking is the raw dot product
 and favours images with large feature norms. Here every vector is normalised on its own. Ties count against
 the sentence (an image scoring exactly as high as the right one ranks before it), so a collapsed m (all zeros)
@@ -16,6 +16,7 @@ scores chance level or below, never 100%.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 from torch import Tensor
 
 from ikd.errors import IkdError
+from ikd.inference.loading import load_for_inference
+from ikd.inference.source import SourceEncoder, pad_batch
 
 KS = (1, 5, 10, 15)
 
@@ -105,7 +108,7 @@ def ranks_against(queries: Callable[[], Any], keys: Tensor) -> np.ndarray:
     return ranks
 
 
-def read_source(data_dir: Path, split: str, loaded: Any) -> list[list[int]]:
+def read_source(data_dir: Path, split: str, loaded: Any, warn: Callable[[str], None] | None = None) -> list[list[int]]:
     """Token ids (EOS appended) of a split's source: DATA/SRC-TGT/SPLIT.bpe.SRC when present (its folder's
     vocabulary must be the checkpoint's), else DATA/text/SPLIT.SRC segmented with the checkpoint's BPE."""
     from ikd.data.vocab import Vocabulary
@@ -122,24 +125,16 @@ def read_source(data_dir: Path, split: str, loaded: Any) -> list[list[int]]:
                     f"{pair / 'vocab.txt'}: not the checkpoint's vocabulary ({len(folder_vocab)} vs {len(vocab)} "
                     "tokens): this data was segmented with other BPE codes than the model was trained on"
                 )
-        lines = [line.split() for line in read_lines(bpe_path)]
-        read_from = bpe_path
+        mode, read_from = "bpe", bpe_path
     else:
         text_path = data_dir / "text" / f"{split}.{src}"
         if not text_path.is_file():
             raise IkdError(f"{bpe_path}: not found (nor {text_path}); is '{split}' a split of {data_dir}?")
-        if loaded.bpe is None:
-            lines = [line.split() for line in read_lines(text_path)]
-        else:
-            lines = [loaded.bpe.apply(line.split()) for line in read_lines(text_path)]
-        read_from = text_path
-    out = []
-    for number, tokens in enumerate(lines, start=1):
-        ids = vocab.encode(tokens)
-        if len(ids) > loaded.max_positions:
-            raise IkdError(f"{read_from}:{number}: {len(ids)} tokens, more than the model's {loaded.max_positions}")
-        out.append(ids)
-    return out
+        mode, read_from = "tokenized", text_path
+    encoder = SourceEncoder(loaded, mode, warn)
+    lines = read_lines(read_from)
+    # an empty line still has its picture: it is queried with EOS alone
+    return [encoder.ids(line, f"{read_from}:{n}") or [vocab.eos] for n, line in enumerate(lines, start=1)]
 
 
 def _text_batches(model: Any, sentences: list[list[int]], pad: int, batch_size: int, device, pool, autocast):
@@ -149,24 +144,21 @@ def _text_batches(model: Any, sentences: list[list[int]], pad: int, batch_size: 
     def gen():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            width = max(len(sentences[i]) for i in rows)
-            src = torch.full((len(rows), width), pad, dtype=torch.long)
-            for b, i in enumerate(rows):
-                src[b, : len(sentences[i])] = torch.tensor(sentences[i])
+            src = pad_batch([sentences[i] for i in rows], pad, device)
             with torch.no_grad(), autocast():
-                m = model.generate_m(src.to(device))
+                m = model.generate_m(src)
             yield torch.tensor(rows), normalise_rows(flatten_features(m, pool))
 
     return gen
 
 
-def teacher_image_features(model: Any, images: np.ndarray, batch_size: int, device, pool: str, autocast) -> Tensor:
+def teacher_image_features(distiller: Any, images: np.ndarray, batch_size: int, device, pool: str, autocast) -> Tensor:
     """uint8 [N, 3, S, S] (memmap ok) -> the teacher's last feature maps, pooled and normalised [N, D]."""
     chunks = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
         with torch.no_grad(), autocast():
-            feats = model.teacher_features(batch)
+            feats = distiller.teacher_features(batch)
         chunks.append(normalise_rows(flatten_features(feats, pool)))
     return torch.cat(chunks)
 
@@ -209,20 +201,18 @@ def retrieve(
     device: str = "auto",
 ) -> RetrievalResult:
     """The probe end to end: checkpoint + prepared split (+ optional precomputed visual features)."""
-    from ikd.inference.loading import load_for_inference
-
     if batch_size < 1:
         raise IkdError(f"--batch-size {batch_size}: must be positive")
     flatten_features(torch.zeros(1, 1, 1, 1), pool)  # validates pool before anything slow
     data_dir = Path(data_dir)
-    loaded = load_for_inference(checkpoint, device)
+    loaded = load_for_inference(checkpoint, device, with_distiller=features is None)
     model = loaded.model.eval()
     if loaded.recipe.model.text_only:
         raise IkdError(f"{checkpoint}: a text-only model has no multimodal feature m to retrieve images with")
-    sentences = read_source(data_dir, split, loaded)
+    sentences = read_source(data_dir, split, loaded, lambda message: print(f"warning: {message}", file=sys.stderr))
     n = len(sentences)
     if features is not None:
-        keys = load_feature_file(features, pool, model.out_shape)
+        keys = load_feature_file(features, pool, model.feature_shape)
         source = str(features)
     else:
         npy = data_dir / "images" / f"{split}.npy"
@@ -236,16 +226,16 @@ def retrieve(
             raise IkdError(f"{npy}: expected uint8 [N, 3, S, S] images, got {images.dtype} {images.shape}")
         if len(images) != n:
             raise IkdError(f"{npy}: {len(images)} images but split '{split}' has {n} sentences")
-        keys = teacher_image_features(model, images, batch_size, loaded.device, pool, loaded.autocast)
+        keys = teacher_image_features(loaded.distiller, images, batch_size, loaded.device, pool, loaded.autocast)
         source = "teacher"
     if keys.size(0) != n:
         raise IkdError(f"--features {features}: {keys.size(0)} rows but split '{split}' has {n} sentences")
     keys = keys.to(loaded.device)
-    expected = int(np.prod(model.out_shape)) if pool == "none" else int(model.out_shape[0])
+    expected = int(np.prod(model.feature_shape)) if pool == "none" else int(model.feature_shape[0])
     if keys.size(1) != expected:
         raise IkdError(
             f"--features {features}: {keys.size(1)} values per image, but m has {expected} "
-            f"(shape {tuple(model.out_shape)}, pool {pool})"
+            f"(shape {tuple(model.feature_shape)}, pool {pool})"
         )
     queries = _text_batches(model, sentences, loaded.vocab.pad, batch_size, loaded.device, pool, loaded.autocast)
     ranks = ranks_against(queries, keys)

@@ -16,6 +16,7 @@ from ikd.checkpoint import load_checkpoint, save_checkpoint
 from ikd.errors import IkdError
 from ikd.fileio import atomic_path
 
+STATE_KEYS = ("model", "distiller")  # the state dicts of a checkpoint (translator, distiller)
 EPOCH_FILE = re.compile(r"^checkpoint(\d+)\.pt$")
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
@@ -62,7 +63,9 @@ class CheckpointManager:
         self.keep = max(keep_last, average_last, 1)
 
     def save_epoch(self, payload: dict[str, Any], epoch: int, best: bool) -> Path:
-        check_finite(payload["model"], f"epoch {epoch}")
+        for key in STATE_KEYS:
+            if key in payload:
+                check_finite(payload[key], f"epoch {epoch}")
         path = self.out / f"checkpoint{epoch}.pt"
         save_checkpoint(payload, path)
         _link_or_copy(path, self.out / LAST)
@@ -121,9 +124,11 @@ def average_checkpoints(
         if payload.get("vocab") != newest.get("vocab"):
             raise IkdError(f"{p}: vocabulary differs from checkpoint{chosen[-1][0]}.pt; cannot average")
     averaged = {k: v for k, v in newest.items() if k not in ("train_state", "format")}
-    averaged["model"] = average_state_dicts([p["model"] for p in payloads])
+    for key in STATE_KEYS:
+        if key in newest:
+            averaged[key] = average_state_dicts([p[key] for p in payloads])
+            check_finite(averaged[key], f"average of {out}")
     averaged["averaged_epochs"] = [epoch for epoch, _ in chosen]
-    check_finite(averaged["model"], f"average of {out}")
     target = Path(path) if path is not None else out / AVERAGE
     save_checkpoint(averaged, target)
     return target

@@ -62,15 +62,6 @@ def all_reduce_min(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def broadcast_object(value: object, info: DistInfo) -> object:
-    """Rank 0's value on every rank."""
-    if not info.enabled:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_gather_object(value: object, info: DistInfo) -> list:
     """Every rank's value, in rank order, on every rank ([value] on one process)."""
     if not info.enabled:

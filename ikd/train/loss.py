@@ -1,4 +1,4 @@
-"""Label-smoothed cross entropy, as fairseq's criterion defines it (REFERENCE.md 3.3)."""
+"""Label-smoothed cross entropy, as fairseq's criterion defines it (docs/differences.md)."""
 
 from __future__ import annotations
 

@@ -1,43 +1,20 @@
-"""One optimisation step of the IKD objective, with no host synchronisation: loss sums stay on the device
-until the trainer reads them at a log boundary.
-
-Objective per batch: label-smoothed CE (mean over target tokens) + lambda_irm * IrM-KD + lambda_iam * IaM-KD.
-"""
+"""One optimisation step of the objective (ikd.train.objective), with no host synchronisation: loss sums stay
+on the device until the trainer reads them at a log boundary. The Stepper owns the optimiser, the learning-rate
+schedule and the grad scaler, and saves and restores their state for an exact resume."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from ikd.device import amp_dtype
 from ikd.recipe import Recipe
-from ikd.train.loss import label_smoothed_ce
+from ikd.train.objective import FIELDS, objective
 from ikd.train.schedule import InverseSqrtSchedule
-
-# Order of the running sums kept on the device.
-FIELDS = ("loss", "ce", "nll", "irm", "iam", "image", "irm_feat", "iam_feat")
-
-
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: None (fp32) on CPU or when off; auto = bf16 where the GPU supports it, else fp16."""
-    if device.type != "cuda" or setting == "off":
-        return None
-    if setting == "bf16":
-        return torch.bfloat16
-    if setting == "fp16":
-        return torch.float16
-    # native bf16 only (Ampere and newer): torch's default check also counts emulated bf16 (V100, T4)
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def make_optimizer(params: list[nn.Parameter], recipe: Recipe, device: torch.device) -> torch.optim.Adam:
@@ -50,58 +27,6 @@ def make_optimizer(params: list[nn.Parameter], recipe: Recipe, device: torch.dev
         return torch.optim.Adam(params, fused=True, **kwargs)
     except (RuntimeError, TypeError):  # a torch without fused CPU Adam
         return torch.optim.Adam(params, foreach=True, **kwargs)
-
-
-@dataclass
-class StepLosses:
-    """Device scalars of one forward pass (no .item())."""
-
-    loss: torch.Tensor
-    ce: torch.Tensor
-    nll: torch.Tensor
-    irm: torch.Tensor
-    iam: torch.Tensor
-    image: torch.Tensor  # the student's image-space term |I_r - I_s| (part of both KD losses)
-    irm_feat: torch.Tensor  # IrM-KD without the image term: teacher vs student features
-    iam_feat: torch.Tensor  # IaM-KD without the image term: teacher(I_r) vs teacher(I_s)
-
-    def vector(self) -> torch.Tensor:
-        parts = [self.loss, self.ce, self.nll, self.irm, self.iam, self.image, self.irm_feat, self.iam_feat]
-        return torch.stack(parts).detach().float()
-
-
-def compute_losses(
-    model: nn.Module,
-    batch,
-    recipe: Recipe,
-    pad: int,
-    dtype: torch.dtype | None,
-    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    world: int = 1,
-) -> StepLosses:
-    """Forward `batch` (already on the device) and form the objective. Under DDP (`reduce_sum` sums over the
-    `world` ranks) the CE is normalised by the step's token count over all ranks, times `world`, so that
-    DDP's gradient average is the gradient of the global per-token mean (fairseq's normalisation), not a
-    mean of per-rank means."""
-    device = batch.src.device
-    with autocast(device, dtype):
-        logits, kd = model(batch.src, batch.tgt_in, batch.images)
-    ce_sum, nll_sum = label_smoothed_ce(logits, batch.tgt_out, recipe.train.label_smoothing, pad)
-    if reduce_sum is None:
-        ntokens = max(int(batch.ntokens), 1)
-    else:  # a device tensor and an asynchronous all-reduce: no host sync
-        ntokens = reduce_sum(batch.tgt_out.ne(pad).sum().float()).clamp(min=1.0) / world
-    ce = ce_sum / ntokens
-    zero = ce.new_zeros(())
-    irm = kd["irm"].float() if "irm" in kd else zero
-    iam = kd["iam"].float() if "iam" in kd else zero
-    loss = ce
-    if "irm" in kd and recipe.kd.lambda_irm:
-        loss = loss + recipe.kd.lambda_irm * irm
-    if "iam" in kd and recipe.kd.lambda_iam:
-        loss = loss + recipe.kd.lambda_iam * iam
-    extra = [kd[k].detach().float() if k in kd else zero for k in ("image", "irm_feat", "iam_feat")]
-    return StepLosses(loss, ce, nll_sum / ntokens, irm, iam, *extra)
 
 
 class Stepper:
@@ -146,7 +71,7 @@ class Stepper:
         self.steps = 0
 
     def step(self, batch) -> None:
-        losses = compute_losses(self.model, batch, self.recipe, self.pad, self.dtype, self.reduce_sum, self.world)
+        losses = objective(self.model, batch, self.recipe, self.pad, self.dtype, self.reduce_sum, self.world)
         self.scaler.scale(losses.loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = None
@@ -168,6 +93,22 @@ class Stepper:
         self.finite_steps += finite.float()
         bad_here = (~finite) & (self.first_bad < 0)
         self.first_bad = torch.where(bad_here, self.first_bad.new_full((), self.updates), self.first_bad)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser, schedule and (fp16) scaler state, for a checkpoint."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.fp16 else {},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; the learning rate then follows the (possibly changed) recipe's schedule."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.schedule.apply(self.optimizer)
+        if self.fp16 and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def drain(self, reduce_sum=None, reduce_min=None) -> tuple[dict[str, float], int, int | None]:
         """Read and reset the sums (one host sync): (means over the finite steps, steps, first update whose

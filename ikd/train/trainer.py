@@ -4,28 +4,34 @@ exact resume at epoch boundaries, averaging of the last epoch checkpoints, DDP u
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ikd.checkpoint import load_checkpoint
+from ikd.data.text import remove_bpe
+from ikd.device import resolve_device
 from ikd.errors import IkdError
 from ikd.evaluation.metrics import bleu
 from ikd.fileio import atomic_write_text
+from ikd.inference.loading import Loaded
+from ikd.inference.translator import SearchOptions, Translator
 from ikd.recipe import Recipe, dump_recipe
 from ikd.train import distributed as dist
 from ikd.train.checkpoints import AVERAGE, BEST, LAST, CheckpointManager, average_checkpoints, epoch_checkpoints
 from ikd.train.data import RunData, epoch_batches, load_run_data, make_loader
 from ikd.train.metrics import MetricsLog
-from ikd.train.step import FIELDS, Stepper, autocast, compute_losses
+from ikd.train.objective import FIELDS, KD_FIELDS, build_training_model, kd_ce_ratio, objective
+from ikd.train.rng import rng_state, seed_everything, set_rng_state
+from ikd.train.step import Stepper
 
-KD_FIELDS = ("irm", "iam", "image", "irm_feat", "iam_feat")
+# Validation BLEU caps the output at 1.5 * source + 10 tokens (the test-time cap is 0 * source + 200): an
+# untrained model that never emits EOS would otherwise decode 200 tokens per sentence every epoch.
+VALID_MAX_LEN = (1.5, 10)
 
 # Recipe sections that fix the model's parameters: a resumed run must not change them.
 MODEL_SECTIONS = ("data", "model", "vision", "kd")
@@ -36,53 +42,31 @@ class TrainResult:
     out: Path
     epochs: int  # last finished epoch
     updates: int
-    best_valid_loss: float
+    best: float  # the best value of best_metric over the epochs
+    best_metric: str  # ce | loss | bleu (train.best_metric)
     stopped: str  # max_epochs | max_updates | patience
     valid: dict[str, float] = field(default_factory=dict)  # the last epoch's validation figures
     average: Path | None = None
 
 
-def resolve_device(name: str | None, info: dist.DistInfo | None = None) -> torch.device:
-    """cuda when available (or asked), else cpu; under torchrun each process takes cuda:LOCAL_RANK."""
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise IkdError(f"--device {name!r}: expected cpu or cuda")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise IkdError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", info.local_rank if info else 0)
-    return torch.device("cpu")
+def training_device(name: str | None, info: dist.DistInfo | None = None) -> torch.device:
+    """--device for training: auto/None, cpu, cuda or cuda:N; under torchrun each process takes
+    cuda:LOCAL_RANK."""
+    dev = resolve_device(name, info.local_rank if info else None)
+    if info is not None and info.enabled and dev.type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    return dev
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def better(metric: str, value: float, best: float) -> bool:
+    """Whether `value` of best_metric improves on `best` (BLEU grows, the losses fall)."""
+    if math.isnan(value):
+        return False
+    return value > best if metric == "bleu" else value < best
 
 
-def rng_state() -> dict[str, Any]:
-    """RNG states as tensors, lists and numbers (loadable with weights_only=True)."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def worst(metric: str) -> float:
+    return -math.inf if metric == "bleu" else math.inf
 
 
 def _diff_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -115,10 +99,9 @@ class Trainer:
         self.resume = resume
         self.recipe_source = recipe_source
         self.progress = progress
-        kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        resolve_device(kind)  # validate before joining a process group
+        kind = training_device(device).type  # validate before joining a process group
         self.info = dist.init_distributed(kind)
-        self.device = resolve_device(kind, self.info)
+        self.device = training_device(device, self.info)
         self._report = report or (lambda msg: print(msg, flush=True))
 
     def report(self, msg: str) -> None:
@@ -148,16 +131,16 @@ class Trainer:
                     f"{self.out / LAST}: --resume with a recipe that changes {', '.join(differ)}; "
                     "only train.* settings may change when resuming"
                 )
+        if recipe.train.best_metric == "bleu" and not recipe.train.valid_bleu:
+            raise IkdError(f"{self.recipe_source}: train.best_metric bleu needs train.valid_bleu: true")
         seed_everything(recipe.train.seed)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # the CNNs see a handful of batch sizes, each tuned once
         self.data: RunData = load_run_data(recipe, self.recipe_source, report=self.report)
-        from ikd.model import build_model
-
-        model = build_model(
-            recipe, len(self.data.vocab), pad=self.data.vocab.pad, load_teacher_weights=self.checkpoint is None
-        )
-        model.to(self.device)  # build_model already made the CNNs channels_last when the recipe asks
+        # a resumed run's teacher comes from its checkpoint: nothing is downloaded
+        model = build_training_model(recipe, len(self.data.vocab), self.data.vocab.pad, self.checkpoint is None)
+        distiller = model.distiller
+        model.to(self.device)  # the distiller's CNNs are already channels_last when the recipe asks
         self.raw_model = model
         wrapped: nn.Module = model
         if self.info.enabled:
@@ -165,7 +148,7 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Without KD terms the student gets no gradient; otherwise every trainable parameter is used.
-            unused = not model.text_only and not getattr(model, "uses_kd", True)
+            unused = distiller is not None and not model.uses_kd
             wrapped = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
             torch.manual_seed(recipe.train.seed * 1000 + self.info.rank)  # distinct dropout per rank
         if recipe.train.compile:
@@ -176,7 +159,7 @@ class Trainer:
         self.ckpt = CheckpointManager(self.out, recipe.train.keep_last, recipe.train.average_last)
         self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.info.is_main)
         self.epoch = 0
-        self.best = math.inf
+        self.best = worst(recipe.train.best_metric)
         self.bad_epochs = 0
         self.elapsed = 0.0
         if self.checkpoint is not None:
@@ -189,16 +172,19 @@ class Trainer:
         self.checkpoint = None  # restored: the optimiser state need not stay in memory for the whole run
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.raw_model.load_state_dict(ckpt["model"])
+        self.raw_model.translator.load_state_dict(ckpt["model"])
+        if self.raw_model.distiller is not None:
+            self.raw_model.distiller.load_state_dict(ckpt["distiller"])
         state = ckpt["train_state"]
-        self.stepper.optimizer.load_state_dict(state["optimizer"])
-        self.stepper.schedule.load_state_dict(state["schedule"])
-        self.stepper.schedule.apply(self.stepper.optimizer)  # the resumed recipe's lr settings
-        if self.stepper.fp16 and state.get("scaler"):
-            self.stepper.scaler.load_state_dict(state["scaler"])
+        self.stepper.load_state_dict(state)
         self.epoch = int(ckpt["epoch"])
-        self.best = float(state["best_loss"])
-        self.bad_epochs = int(state["bad_epochs"])
+        metric = self.recipe.train.best_metric
+        if state.get("best_metric", "loss") == metric:
+            self.best = float(state["best"] if "best" in state else state["best_loss"])
+            self.bad_epochs = int(state["bad_epochs"])
+        else:  # early stopping starts afresh on the new metric
+            self.report(f"--resume: train.best_metric is now {metric}; the best checkpoint is chosen anew")
+            self.best, self.bad_epochs = worst(metric), 0
         self.elapsed = float(state.get("elapsed", 0.0))
         per_rank = state.get("rng_ranks") or []
         if len(per_rank) == self.info.world_size:  # every rank continues its own stream
@@ -214,9 +200,8 @@ class Trainer:
     def payload(self, rng_ranks: list[dict[str, Any]]) -> dict[str, Any]:
         """The checkpoint; `rng_ranks` are the RNG states of every rank in rank order (one on one process),
         for an exact resume."""
-        state = {k: v.detach().cpu() for k, v in self.raw_model.state_dict().items()}
         return {
-            "model": state,
+            **self.raw_model.checkpoint_states(),
             "recipe": self.recipe.to_dict(),
             "vocab": list(self.data.vocab.tokens),
             "bpe_codes": self.data.bpe_codes,
@@ -227,12 +212,11 @@ class Trainer:
             "epoch": self.epoch,
             "updates": self.stepper.updates,
             "train_state": {
-                "optimizer": self.stepper.optimizer.state_dict(),
-                "schedule": self.stepper.schedule.state_dict(),
-                "scaler": self.stepper.scaler.state_dict() if self.stepper.fp16 else {},
+                **self.stepper.state_dict(),
                 "rng": rng_ranks[0],
                 "rng_ranks": rng_ranks,
-                "best_loss": self.best,
+                "best_metric": self.recipe.train.best_metric,
+                "best": self.best,
                 "bad_epochs": self.bad_epochs,
                 "elapsed": self.elapsed,
             },
@@ -253,7 +237,7 @@ class Trainer:
         loader = make_loader(split, batches, self.data.vocab.pad, 0, False, t.seed)
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
-            losses = compute_losses(model, batch, recipe, self.data.vocab.pad, self.stepper.dtype)
+            losses = objective(model, batch, recipe, self.data.vocab.pad, self.stepper.dtype)
             n, ntok = len(batch.indices), batch.ntokens
             counts = losses.ce.new_tensor([float(ntok), float(n)])
             kd = torch.stack([getattr(losses, k) for k in KD_FIELDS]) * n
@@ -272,30 +256,22 @@ class Trainer:
 
     @torch.no_grad()
     def valid_bleu(self) -> float:
-        """Corpus BLEU of greedy (valid_beam 1) or beam search on the valid split: de-BPE'd, tokenised text,
-        sacrebleu with tokenize=none (the paper's multi-bleu-style number)."""
-
-        from ikd.data.text import remove_bpe
-        from ikd.inference.search import beam_search, greedy_search
-
-        model, split, vocab, t = self.raw_model, self.data.valid, self.data.vocab, self.recipe.train
+        """Corpus BLEU on the valid split, decoded by the same Translator as `ikd translate` and `ikd evaluate`
+        (train.valid_beam; 1 = greedy) with the output cap VALID_MAX_LEN: de-BPE'd, tokenised text, sacrebleu
+        with tokenize=none (the paper's multi-bleu-style number)."""
+        model, split, vocab, t = self.raw_model.translator, self.data.valid, self.data.vocab, self.recipe.train
         model.eval()
-        hyps: dict[int, str] = {}
-        batches = split.batches(max(t.max_tokens, 2048), t.batch_multiple, False, t.seed, 0)
-        for idx in batches:
-            from ikd.data.dataset import collate
-
-            batch = collate(split.data, idx, vocab.pad, with_images=False).to(self.device)
-            with autocast(self.device, self.stepper.dtype):
-                if t.valid_beam <= 1:
-                    outs = greedy_search(model, batch.src, max_len_a=1.5, max_len_b=10)
-                else:
-                    outs = [h[0].tokens for h in beam_search(model, batch.src, beam=t.valid_beam)]
-            for line, ids in zip(batch.indices.tolist(), outs):
-                hyps[int(line)] = remove_bpe(" ".join(vocab.decode(ids)))
+        loaded = Loaded(
+            model, vocab, None, self.recipe, self.recipe.data.src, self.recipe.data.tgt, self.out, self.device,
+            self.stepper.dtype,
+        )
+        a, b = VALID_MAX_LEN
+        translator = Translator(loaded, SearchOptions(beam=max(1, t.valid_beam), max_len_a=a, max_len_b=b))
+        lines = [int(i) for i in split.keep]
+        found = translator.search([split.data.src[i].tolist() for i in lines])
         model.train()
-        order = [hyps[int(i)] for i in split.keep]
-        return bleu(order, self.data.valid_refs).score
+        hyps = [remove_bpe(" ".join(vocab.decode(h[0].tokens))) if h else "" for h in found]
+        return bleu(hyps, self.data.valid_refs).score
 
     # ---- the loop ----------------------------------------------------------------------------------
     def _check_finite(self, first_bad: int | None, steps: int, finite_steps_nan: bool) -> None:
@@ -329,6 +305,7 @@ class Trainer:
             updates=self.stepper.updates,
             lr=self.stepper.schedule.lr,
             **{k: means[k] for k in FIELDS if self.data.images or k not in KD_FIELDS},
+            **({"kd_ce": kd_ce_ratio(means, self.recipe)} if self.raw_model.uses_kd else {}),
             sentences_per_s=sentences / span * self.info.world_size,
             tokens_per_s=tokens / span * self.info.world_size,
             elapsed=self.elapsed + (time.perf_counter() - self._run_start),
@@ -402,9 +379,11 @@ class Trainer:
             if t.valid_bleu:
                 valid["bleu"] = self.valid_bleu() if self.info.is_main else float("nan")
                 dist.barrier(self.info)
-            improved = valid["loss"] < self.best
+            metric = t.best_metric
+            # rank 0's decision for all ranks (only it computes BLEU), so that early stopping stays in step
+            improved = dist.all_gather_object(better(metric, valid[metric], self.best), self.info)[0]
             if improved:
-                self.best, self.bad_epochs = valid["loss"], 0
+                self.best, self.bad_epochs = valid[metric], 0
             else:
                 self.bad_epochs += 1
             self.elapsed += time.perf_counter() - self._run_start
@@ -425,7 +404,8 @@ class Trainer:
                     if k != "_steps" and (self.data.images or k not in KD_FIELDS)
                 },
                 **{f"valid_{k}": v for k, v in valid.items()},
-                best_valid_loss=self.best,
+                best_metric=t.best_metric,
+                best=self.best,
                 bad_epochs=self.bad_epochs,
                 sentences_per_s=ep_sentences * world / max(train_time, 1e-9),
                 tokens_per_s=ep_tokens * world / max(train_time, 1e-9),
@@ -450,7 +430,9 @@ class Trainer:
                 f"checkpoints into {average}"
             )
         dist.barrier(self.info)
-        return TrainResult(self.out, self.epoch, self.stepper.updates, self.best, stopped, last_valid, average)
+        return TrainResult(
+            self.out, self.epoch, self.stepper.updates, self.best, t.best_metric, stopped, last_valid, average
+        )
 
 
 def train(

@@ -1,6 +1,8 @@
-"""Vision side of IKD-MMT: frozen teacher CNN, inverted student CNN, multimodal feature generator, KD losses.
+"""Vision side of IKD-MMT, used in training only: frozen teacher CNN, inverted student CNN, KD distances.
+The generator of m belongs to the translator (ikd.model.generator); the Distiller (ikd.model.distiller) joins
+these parts into the two KD losses.
 
-Public API (CONTRACT.md "Model API"; shapes for ResNet-50 at 224 px):
+Public API (shapes for ResNet-50 at 224 px):
 
     build_teacher(backbone="resnet50", weights="none", image_size=224) -> Teacher
         backbone: resnet50 | resnet18 | vgg19 | alexnet; weights: "none" (random), a torchvision weights name
@@ -11,8 +13,6 @@ Public API (CONTRACT.md "Model API"; shapes for ResNet-50 at 224 px):
     build_student(backbone="resnet50", image_size=224, out_shape=None) -> Student
     Student.forward(m [B,C,H,W], grain="model") -> list[Tensor]   (I_s [B,3,S,S] first, m last; aligned with
         the teacher's list: same index = same shape); Student.imagine(m) -> I_s
-    Generator(d_model, out_shape): forward(t [B,d]) -> m [B,C,H,W]
-    masked_mean(embedded [B,T,d], pad_mask [B,T] (True = pad)) -> t [B,d]
     distance(x, y, kind="l2") -> scalar    (x = teacher feature of the real image; kinds: l2 l1 linf cosine kl)
     pair_distances(targets, others, kind) -> list[scalar]   (per pair, e.g. for logging)
     kd_losses(teacher_real, student, teacher_syn, kind="l2") -> (irm, iam)
@@ -23,7 +23,6 @@ Grain "image" gives one-element lists ([I_r] / [I_s]); the others end with the f
 """
 
 from ikd.model.vision.distill import DISTANCES, distance, kd_losses, pair_distances
-from ikd.model.vision.generator import Generator, masked_mean
 from ikd.model.vision.student import Student, build_student
 from ikd.model.vision.teacher import (
     BACKBONES,
@@ -41,14 +40,12 @@ __all__ = [
     "GRAINS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "Generator",
     "Student",
     "Teacher",
     "build_student",
     "build_teacher",
     "distance",
     "kd_losses",
-    "masked_mean",
     "normalise_images",
     "pair_distances",
 ]

@@ -4,8 +4,8 @@ Every teacher unit that maps a feature f_{k-1} to f_k has a student counterpart 
 f_k to one shaped like f_{k-1}; chaining them from m (shaped like the teacher's last map) gives the student's
 features in the teacher's order: index 0 = I_s, last = m, equal shapes at equal indices for every grain.
 
-Design decisions (DESIGN.md 3; REFERENCE.md 2.6, 2.8):
-- Blocks are chained (the authors' model/block grains never chain them: REFERENCE 2.6 BUG).
+Design decisions (docs/architecture.md, docs/differences.md):
+- Blocks are chained (the authors' model/block grains never chain them: docs/differences.md).
 - Every down-sampling teacher op (strided conv, max-pool, strided shortcut) becomes a transposed conv with
   the same stride and a kernel rounded up to a multiple of the stride (3x3/2 -> 4x4/2, 7x7/2 -> 8x8/2,
   11x11/4 -> 12x12/4, 1x1/2 shortcut -> 2x2/2, 3x3/2 pool -> 4x4/2) so the kernel overlaps evenly (no

@@ -1,6 +1,6 @@
 """The frozen visual teacher T: a torchvision CNN trunk that returns the feature maps the KD grains pair.
 
-Feature lists are in teacher order (REFERENCE.md 2.9): index 0 is the image itself, the last entry is the final
+Feature lists are in teacher order: index 0 is the image itself, the last entry is the final
 conv feature map (ResNet layer4 after its ReLU, VGG/AlexNet pool5), the map that the generator's m imitates.
 The full ("layer") list per backbone:
 
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ikd.errors import IkdError
+from ikd.model.generator import Shape
 
 BACKBONES = ("resnet50", "resnet18", "vgg19", "alexnet")
 GRAINS = ("model", "block", "layer", "image")
@@ -35,8 +36,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DOWNLOAD_TIMEOUT_S = 20.0  # per socket operation: a dead network fails fast instead of hanging
 _HEAD_PREFIXES = ("fc.", "classifier.", "avgpool.", "last_linear.")
-
-Shape = tuple[int, int, int]
 
 
 def normalise_images(images: Tensor) -> Tensor:

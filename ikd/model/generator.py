@@ -1,10 +1,11 @@
-"""The multimodal feature generator F (DESIGN.md 3, paper eqs. 5-6): global text feature t -> m."""
+"""The multimodal feature generator F (paper eqs. 5-6): global text feature t -> m, shaped like the teacher's
+last feature map. Part of the translator: it needs no CNN, only the map's shape."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ikd.model.vision.teacher import Shape
+Shape = tuple[int, int, int]  # (C, H, W) of a feature map
 
 
 def masked_mean(embedded: Tensor, pad_mask: Tensor) -> Tensor:
@@ -21,12 +22,13 @@ class Generator(nn.Module):
     compose to one of rank <= d), 12.8M instead of 206M parameters for ResNet-50 (d=128, 2048x7x7).
     """
 
-    def __init__(self, d_model: int, out_shape: Shape) -> None:
+    def __init__(self, d_model: int, out_shape: Shape, device: str | None = None) -> None:
+        """device "meta": weights without values, to be assigned from a checkpoint (no random init)."""
         super().__init__()
         c, h, w = out_shape
         self.out_shape: Shape = (int(c), int(h), int(w))
-        self.fc = nn.Linear(d_model, c * h * w)
-        self.bn = nn.BatchNorm2d(c)
+        self.fc = nn.Linear(d_model, c * h * w, device=device)
+        self.bn = nn.BatchNorm2d(c, device=device)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, t: Tensor) -> Tensor:
