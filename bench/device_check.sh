@@ -198,6 +198,15 @@ install_wheels() {
         mkdir -p ../shared/data/multi30k && cp -r "$STAGE/multi30k/tok" ../shared/data/multi30k/
     fi
 }
+if [ -n "$ONLY" ]; then  # the steps asked for must exist
+    known=",$(for entry in "${STEPS[@]}"; do printf '%s,' "${entry%%|*}"; done)"
+    for item in ${ONLY//,/ }; do
+        if [[ "$known" != *",$item,"* ]]; then
+            echo "unknown step '$item' (steps: ${known:1:${#known}-2})" >&2
+            exit 2
+        fi
+    done
+fi
 PLAN=$(plan)
 export -f env_info install_wheels
 export MODE OUT PY STAGE TOTAL PLAN

@@ -168,6 +168,12 @@ def test_device_check_plan_fits_seven_minutes() -> None:
     assert "deadline for the whole run: 400s" in run.stdout
 
 
+def test_device_check_refuses_an_unknown_step(tmp_path: Path) -> None:
+    run = _run_script("dry", "train_step,trainstep", env={"OUT": str(tmp_path)})
+    assert run.returncode == 2 and "unknown step 'trainstep'" in run.stderr
+    assert not (tmp_path / "steps.json").exists()
+
+
 def test_device_check_skips_steps_past_its_deadline(tmp_path: Path) -> None:
     run = _run_script("dry", env={"OUT": str(tmp_path), "DEVICE_CHECK_SECONDS": "5"})
     assert run.returncode == 1
@@ -177,7 +183,7 @@ def test_device_check_skips_steps_past_its_deadline(tmp_path: Path) -> None:
 
 def test_device_check_keeps_the_results_of_a_step_that_runs_out_of_time(tmp_path: Path) -> None:
     """A step past its budget is killed, recorded as a timeout, and the files written before it stay."""
-    run = _run_script("dry", "translate", env={"OUT": str(tmp_path), "DEVICE_CHECK_BUDGETS": "translate=1"})
+    run = _run_script("dry", "translate", env={"OUT": str(tmp_path), "DEVICE_CHECK_BUDGETS": "env=120,translate=1"})
     assert run.returncode == 1
     steps = {s["name"]: s for s in json.loads((tmp_path / "steps.json").read_text())["steps"]}
     assert list(steps) == ["env", "wheels", "translate"]  # env and wheels always run
