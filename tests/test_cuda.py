@@ -1,20 +1,33 @@
-"""The CUDA paths: AMP training steps without host synchronisation, a short toy run on the GPU, and GPU
-search agreeing with the CPU. Skipped on machines without CUDA (CI here has none); a session with a GPU runs
-them with `python -m pytest tests/test_cuda.py` (bench/device_check.sh does, with the benchmarks)."""
+"""The CUDA paths: AMP training steps without host synchronisation (eager and with train.compile), a short
+toy run on the GPU, GPU search agreeing with the CPU, and the ResNet-50 step of bench/train_step.py. Skipped
+on machines without CUDA (CI here has none); on a GPU machine run them with `python -m pytest
+tests/test_cuda.py` (bench/device_check.sh does, with the benchmarks)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from fixtures_train import TINY_MODEL, toy_recipe
 
+REPO = Path(__file__).resolve().parents[1]
+
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
     pytest.mark.filterwarnings("ignore:images are .* resizing on the device"),
 ]
+
+
+def _bench(name: str):
+    """A script of bench/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _batches(toy_data: Path, recipe, n: int):
@@ -96,3 +109,73 @@ def test_gpu_beam_search_agrees_with_the_cpu(toy_checkpoint: Path, toy_data: Pat
     for amp in ("auto", "fp16"):
         gpu = run("cuda", amp)
         assert sum(a == b for a, b in zip(gpu, cpu)) >= 0.9 * len(cpu), amp
+
+
+def test_sync_debug_error_mode_catches_a_host_sync() -> None:
+    """What the no-sync tests rely on: in "error" mode a device-to-host read raises."""
+    x = torch.ones(3, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError):
+            x.sum().item()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_resnet50_benchmark_steps_have_no_host_sync() -> None:
+    """bench/train_step.py's yardstick: torchvision ResNet-50, bf16 autocast, channels_last, SGD, timed with
+    CUDA events under sync-debug "error"; FLOPs counted, MFU against the given peak."""
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("no native bf16 on this GPU")
+    ts = _bench("train_step")
+    args = SimpleNamespace(resnet_batch=8, resnet_size=64, resnet_warmup=2, resnet_steps=3, sync_debug=True)
+    peak = {"tflops": 100.0, "matmul_tflops": 50.0}
+    r = ts.bench_resnet50(torch.device("cuda"), args, peak)
+    assert r["sync_debug"] and r["amp"] == "bf16" and r["steps"] == 3
+    assert np.isfinite(r["loss"]) and r["ms_per_step"] > 0
+    # forward + backward: 24.3 GFLOP per image at 224 px; the convolutions scale with the pixels, the
+    # classifier (3 matrix products of 2048 x 1000) does not
+    fc = 3 * 2 * 2048 * 1000 / 1e9
+    assert r["gflop_per_image"] == pytest.approx((24.3 - fc) * (64 / 224) ** 2 + fc, rel=0.01)
+    assert r["mfu"] == pytest.approx(r["achieved_tflops"] / 100.0)
+    assert r["of_measured_matmul"] == pytest.approx(2 * r["mfu"])
+    assert 0 < r["mfu"] < 1
+
+
+def test_the_device_is_in_the_peak_table() -> None:
+    """MFU needs the device's dense bf16 peak: the GPUs these checks run on have an entry."""
+    ts = _bench("train_step")
+    tflops, entry = ts.dense_bf16_peak(torch.cuda.get_device_name())
+    if tflops is None:
+        pytest.skip(f"{torch.cuda.get_device_name()} has no entry (pass --peak-tflops)")
+    assert entry and tflops > 50
+
+
+def test_compiled_training_steps_have_no_host_sync(toy_data: Path, tmp_path: Path) -> None:
+    """train.compile: the trainer's torch.compile'd model stepped by its Stepper never waits for the device
+    once compiled (sync-debug "error" turns any wait into an error), and the loss falls. One batch shape, so
+    that compiling stays out of the checked steps; the toy recipe's AlexNet at 64 px (no normalisation layers,
+    five convolutions) keeps the compile short."""
+    from ikd.train.trainer import Trainer
+
+    small = ["vision.backbone=alexnet", "vision.image_size=64", "train.lr=0.003", "train.warmup_updates=5"]
+    recipe = toy_recipe(toy_data, *TINY_MODEL, *small, "train.compile=true")
+    trainer = Trainer(recipe, tmp_path / "run", device="cuda", progress=False, report=lambda _m: None)
+    trainer.setup()
+    assert hasattr(trainer.model, "_orig_mod"), "train.compile did not compile the model"
+    stepper = trainer.stepper
+    _, batches = _batches(toy_data, recipe, 1)
+    batch = batches[0].to(torch.device("cuda"))
+    for _ in range(2):  # compiles forward and backward; first-step initialisation
+        stepper.step(batch)
+    first, _, _ = stepper.drain()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(6):
+            stepper.step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    last, steps, first_bad = stepper.drain()
+    assert steps == 6 and first_bad is None
+    assert np.isfinite(last["loss"]) and last["ce"] < first["ce"], (first, last)
