@@ -79,7 +79,7 @@ def folder(tmp_path: Path) -> Path:
     "changes, message",
     [
         ({"seeds": [1, 10, 1]}, r"seeds: 1 is listed twice"),
-        ({"systems": {"a": {"recipe": "recipes/nope.yaml"}}}, r"systems\.a\.recipe: recipes/nope\.yaml: recipe not found"),
+        ({"systems": {"a": {"recipe": "recipes/nope.yaml"}}}, r"systems\.a\.recipe: recipes/nope\.yaml: recipe not"),
         ({"systems": {"a": {"recipe": TOY, "set": ["kd.nope=1"]}}}, r"systems\.a: .*unknown key 'kd\.nope'"),
         ({"systems": {"a": {"recipe": TOY, "set": ["kd.distance=l9"]}}}, r"systems\.a: --set kd\.distance: 'l9'"),
         ({"systems": {"a": {"recipe": TOY, "set": ["train.seed=3"]}}}, r"train\.seed is set by the experiment"),
@@ -111,16 +111,19 @@ def test_two_systems_degrading_into_one_folder_differently(folder):
     assert exp.systems["b"].data_dir == folder / "dc" and exp.systems["b"].eval_data == folder / "dc"
 
 
-def test_a_run_folder_of_another_recipe_is_refused_naming_both(folder):
+def test_a_run_folder_of_another_recipe_is_refused_naming_both(folder, capsys):
     exp = load_experiment(write_experiment(folder))
     fake_run(exp, "ikd", 1, REFS, 50.0)
-    systems = {"text": {"recipe": TOY, "set": ["model.text_only=true"]}, "ikd": {"recipe": TOY, "set": ["kd.distance=l2"]}}
+    systems = {"text": {"recipe": TOY, "set": ["model.text_only=true"]}, "ikd": {"recipe": TOY, "set": ["kd.distance=l2"]}}  # noqa: E501
     changed = load_experiment(write_experiment(folder, systems=systems))
     with pytest.raises(IkdError, match=r"ikd/seed1: made from .*toy\.yaml, but .*exp\.yaml now says .*toy\.yaml "
                        r"\[kd\.distance=l2\] \(they differ in kd\.distance\)"):  # fmt: skip
         steps.check_identity(changed.run_dir("ikd", 1), steps.identity(changed, "ikd", 1))
     # the CLI refuses before any training starts
+    capsys.readouterr()
     assert main(["experiment", "run", str(folder / "exp.yaml"), "--quiet"]) == 1
+    assert "ikd/seed1: made from" in capsys.readouterr().err
+    assert not (changed.run_dir("text", 1)).exists()  # nothing started
     # the table leaves that run out and says why
     text = render(collect(changed), "markdown")
     assert "ikd/seed1 (other recipe)" in text

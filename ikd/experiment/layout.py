@@ -52,13 +52,14 @@ def comparable(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def recipe_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """The section.key names whose values differ between two recipe dicts."""
+    """The section.key names whose values differ between two recipe dicts. A key only one of them has (a
+    recipe key added to or removed from ikd since the run was made) is not a difference."""
     a, b = comparable(a), comparable(b)
     keys = []
     for section in sorted(set(a) | set(b)):
         sa, sb = a.get(section, {}), b.get(section, {})
-        for key in sorted(set(sa) | set(sb)):
-            if sa.get(key) != sb.get(key):
+        for key in sorted(set(sa) & set(sb)):
+            if sa[key] != sb[key]:
                 keys.append(f"{section}.{key}")
     return keys
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ikd.errors import IkdError
 from ikd.experiment.layout import check_identity
@@ -44,10 +45,10 @@ def select_runs(exp: Experiment, only: list[str] | None) -> list[tuple[str, int]
 def preflight(exp: Experiment, runs: list[tuple[str, int]]) -> None:
     """Everything that can fail before training: data, evaluation splits, and run folders made from other
     recipes (refused, naming both)."""
-    for name in dict.fromkeys(name for name, _ in runs):
-        check_data(exp, exp.systems[name])
     for name, seed in runs:
         check_identity(exp.run_dir(name, seed), identity(exp, name, seed))
+    for name in dict.fromkeys(name for name, _ in runs):
+        check_data(exp, exp.systems[name])
 
 
 def progress_table(exp: Experiment, runs: list[tuple[str, int]], extra: dict[tuple[str, int], str] | None = None):
@@ -113,6 +114,13 @@ def worker_command(exp: Experiment, name: str, seed: int, device: str | None) ->
     return cmd + (["--device", device] if device else [])
 
 
+def _package_root() -> str:
+    """The folder that holds this ikd package: workers import the same code as the process that starts them."""
+    import ikd
+
+    return str(Path(ikd.__file__).resolve().parents[1])
+
+
 def _die_with_parent() -> None:
     """In a worker, before it starts: ask Linux to kill it when the `run` that started it dies (kill -9
     included), so that a rerun never races an orphaned worker. Elsewhere a no-op (the run lock still holds)."""
@@ -135,6 +143,7 @@ def _run_parallel(exp, todo, jobs, say, show, device) -> list[tuple[str, int]]:
             name, seed = queue.pop(0)
             slot = free.pop(0)
             env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
             log = exp.run_dir(name, seed) / "log.txt"

@@ -243,9 +243,8 @@ def _execute(exp, system: System, seed: int, run_dir: Path, wanted, report: Repo
 
 
 def _train(exp: Experiment, system: System, seed: int, run_dir: Path, report: Report, device, progress) -> None:
-    from ikd.train.trainer import train
-
     from ikd.train.checkpoints import epoch_checkpoints
+    from ikd.train.trainer import train
 
     recipe = exp.run_recipe(system.name, seed)
     resumed = (run_dir / "checkpoint_last.pt").is_file() or bool(epoch_checkpoints(run_dir))
