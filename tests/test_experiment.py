@@ -202,3 +202,73 @@ def test_shipped_experiment_files_load(monkeypatch):
         exp = load_experiment(path)
         if exp.spec.published:
             collect(exp, bootstrap=False)  # the published file parses for the experiment's pair
+
+
+def test_changed_search_settings_invalidate_cached_scores(folder):
+    exp = load_experiment(write_experiment(folder, seeds=[1]))
+    fake_run(exp, "ikd", 1, REFS, 50.0, 5.0)
+    s = exp.systems["ikd"]
+    assert steps.scores_current(exp, s, exp.run_dir("ikd", 1), "test") is not None
+    assert steps.run_state(exp, "ikd", 1).state == "done"
+    wider = load_experiment(write_experiment(folder, seeds=[1], evaluate={
+        "data": str(folder / "data"), "splits": ["test"], "metrics": ["bleu", "r@1"], "beam": 12}))  # fmt: skip
+    assert steps.scores_current(wider, wider.systems["ikd"], wider.run_dir("ikd", 1), "test") is None
+    assert steps.run_state(wider, "ikd", 1).state == "trained"  # training kept, evaluation to redo
+    more = load_experiment(write_experiment(folder, seeds=[1], evaluate={
+        "data": str(folder / "data"), "splits": ["test"], "metrics": ["bleu", "chrf"]}))  # fmt: skip
+    assert steps.scores_current(more, more.systems["ikd"], more.run_dir("ikd", 1), "test") is None
+
+
+def test_averaging_window_names_the_checkpoint_and_needs_kept_epochs(folder):
+    systems = {"a": {"recipe": TOY, "set": ["train.keep_last=20"], "average": {"last": 10, "upper_bound": 39}}}
+    exp = load_experiment(write_experiment(folder, systems=systems, baseline=None))
+    assert steps.checkpoint_name(exp.systems["a"]) == "checkpoint_avg10_upto39.pt"
+    systems["a"]["set"] = ["train.keep_last=3"]
+    with pytest.raises(IkdError, match=r"systems\.a\.average: .*train\.keep_last is 3"):
+        load_experiment(write_experiment(folder, systems=systems, baseline=None))
+
+
+def test_degrade_step_makes_the_systems_data_once(toy_data, tmp_path):
+    import shutil
+
+    from ikd.data.manifest import load_manifest
+
+    source = tmp_path / "data"
+    shutil.copytree(toy_data, source)
+    systems = {
+        "dc": {"recipe": TOY, "data": str(tmp_path / "dc"), "degrade": {"kind": "color", "source": str(source),
+                                                                         "merges": 150}},
+    }  # fmt: skip
+    path = write_experiment(tmp_path, systems=systems, baseline=None)
+    exp = load_experiment(path)
+    said: list[str] = []
+    steps.prepare_data(exp.systems["dc"], said.append)
+    entry = load_manifest(tmp_path / "dc")["degrade"][-1]
+    assert entry["kind"] == "color" and entry["total"]["masked"] > 0
+    assert (tmp_path / "dc" / "en-de" / "test.bpe.en").is_file()
+    assert "[U]" in (tmp_path / "dc" / "text" / "train.en").read_text(encoding="utf-8")
+    steps.check_data(exp, exp.systems["dc"])
+    steps.prepare_data(exp.systems["dc"], said.append)  # done already: nothing degraded again
+    assert len([m for m in said if m.startswith("degrading")]) == 1
+    other = {"dc": {**systems["dc"], "degrade": {**systems["dc"]["degrade"], "mask": "[M]"}}}
+    changed = load_experiment(write_experiment(tmp_path, systems=other, baseline=None))
+    with pytest.raises(IkdError, match=r"dc: a data folder made by another degrade step"):
+        steps.prepare_data(changed.systems["dc"], said.append)
+
+
+def test_slurm_time_limits():
+    from ikd.experiment.slurm import parse_time
+
+    assert parse_time("8:00:00") == 480 and parse_time("1-00:30:00") == 1470 and parse_time("90") == 90
+    assert parse_time("0:00:30") == 1
+    with pytest.raises(IkdError, match=r"--time 'soon'"):
+        parse_time("soon")
+
+
+def test_experiment_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from ikd.cli import main; main(['experiment', 'run', '--help']); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.stdout.strip().endswith("False")

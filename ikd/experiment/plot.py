@@ -44,6 +44,7 @@ def band(runs: list[dict[int, float]]) -> tuple[list[int], list[float], list[flo
 def plot_experiment(exp: Experiment, out: str | os.PathLike) -> int:
     """Write the figure (format from the suffix: pdf, png, svg); returns the number of runs plotted."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from ikd.fileio import atomic_path
 
@@ -64,6 +65,7 @@ def plot_experiment(exp: Experiment, out: str | os.PathLike) -> int:
             ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
