@@ -89,6 +89,7 @@ def run_local(
             except IkdError as e:
                 say(f"[{name}/seed{seed}] failed: {e}")
                 failed.append((name, seed))
+            show(progress_table(exp, runs))
         return failed
     return _run_parallel(exp, todo, jobs, say, show, device)
 

@@ -75,6 +75,13 @@ class EvaluateSpec:
 
 
 @dataclass
+class TableSpec:
+    """What `ikd experiment table` shows (default: every split, then avg when evaluate.average is given)."""
+
+    splits: list[str] = field(default_factory=list)  # column groups in this order; "avg" is evaluate.average's mean
+
+
+@dataclass
 class ExperimentSpec:
     name: str
     seeds: list[int]
@@ -84,6 +91,7 @@ class ExperimentSpec:
     published: str | None = None
     out: str | None = None  # default runs/NAME
     description: str | None = None
+    table: TableSpec = field(default_factory=TableSpec)
 
 
 @dataclass
@@ -255,6 +263,9 @@ def load_experiment(path: str | os.PathLike, out: str | os.PathLike | None = Non
         raise IkdError(f"{where}: beam, batch_size and bootstrap_samples must be at least 1")
     if ev.bootstrap_seed == 0:
         raise IkdError(f"{where}.bootstrap_seed: 0 means unseeded to sacrebleu's paired test; use another value")
+    for split in spec.table.splits:
+        if split not in ev.splits and not (split == "avg" and ev.average):
+            raise IkdError(f"{path}: table.splits: {split!r} is not in evaluate.splits (nor avg with evaluate.average)")
     systems = {name: _resolve_system(path, name, s, ev) for name, s in spec.systems.items()}
     for name, s in systems.items():
         base = s.baseline if s.baseline is not None else spec.baseline

@@ -88,7 +88,7 @@ def collect(exp: Experiment, bootstrap: bool = True) -> TableData:
     """Read every run's cached scores; test each system against its baseline."""
     ev = exp.spec.evaluate
     metrics = exp.metric_columns()
-    splits = list(ev.splits) + ([AVG] if ev.average else [])
+    splits = list(exp.spec.table.splits) or list(ev.splits) + ([AVG] if ev.average else [])
     columns = [(split, m) for split in splits for m in metrics]
     meta: dict[str, Any] = {}
     published = None
