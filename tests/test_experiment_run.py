@@ -69,7 +69,8 @@ def test_kill_mid_run_then_rerun_finishes_without_redoing(toy_data, tmp_path):
     cmd = [sys.executable, "-m", "ikd.cli", "experiment", "run", str(path), "--quiet", "--device", "cpu"]
     proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (second / "checkpoint1.pt").exists() and proc.poll() is None and time.time() < deadline:
+    # killed once the second run's first epoch checkpoint is written (checkpoint_last.pt is linked after it)
+    while not (second / "checkpoint_last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
