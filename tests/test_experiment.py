@@ -81,7 +81,7 @@ def folder(tmp_path: Path) -> Path:
         ({"seeds": [1, 10, 1]}, r"seeds: 1 is listed twice"),
         ({"systems": {"a": {"recipe": "recipes/nope.yaml"}}}, r"systems\.a\.recipe: recipes/nope\.yaml: recipe not"),
         ({"systems": {"a": {"recipe": TOY, "set": ["kd.nope=1"]}}}, r"systems\.a: .*unknown key 'kd\.nope'"),
-        ({"systems": {"a": {"recipe": TOY, "set": ["kd.distance=l9"]}}}, r"systems\.a: --set kd\.distance: 'l9'"),
+        ({"systems": {"a": {"recipe": TOY, "set": ["kd.distance=l9"]}}}, r"systems\.a: set: kd\.distance: 'l9'"),
         ({"systems": {"a": {"recipe": TOY, "set": ["train.seed=3"]}}}, r"train\.seed is set by the experiment"),
         ({"systems": {"ikd": {"recipe": TOY}, "IKD": {"recipe": TOY}}}, r"systems ikd and IKD would write the same"),
         ({"systems": {"a": {"recipe": TOY, "colour": 1}}}, r"exp\.yaml: systems\.a\.colour: unknown key"),

@@ -189,8 +189,8 @@ def _resolve_system(path: Path, name: str, spec: SystemSpec, evaluate: EvaluateS
     try:
         apply_overrides(raw, overrides)
         recipe = recipe_from_dict(raw, str(recipe_path), overridden=_keys(overrides))
-    except IkdError as e:
-        raise IkdError(f"{where}: {e}") from None
+    except IkdError as e:  # the recipe's errors name --set for an override: here it is a set: line
+        raise IkdError(f"{where}: {str(e).replace('--set ', 'set: ', 1)}") from None
     if spec.degrade is not None and spec.data is None:
         raise IkdError(f"{where}.degrade: needs data: FOLDER, the folder the degraded copy is written to")
     if spec.degrade is not None:
