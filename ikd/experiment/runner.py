@@ -52,7 +52,8 @@ def preflight(exp: Experiment, runs: list[tuple[str, int]]) -> None:
 
 
 def progress_table(exp: Experiment, runs: list[tuple[str, int]], extra: dict[tuple[str, int], str] | None = None):
-    """A rich table: one row per run with its state, last epoch and folder."""
+    """A rich table: one row per run with its state (missing, started, trained, done, failed, or `extra`'s),
+    the last finished epoch of the most (train.max_epochs) and a detail (validation BLEU, what is left)."""
     from rich.table import Table
 
     table = Table(title=f"experiment {exp.name}: {exp.out}")
@@ -61,7 +62,8 @@ def progress_table(exp: Experiment, runs: list[tuple[str, int]], extra: dict[tup
     for name, seed in runs:
         state = run_state(exp, name, seed)
         shown = (extra or {}).get((name, seed)) or state.state
-        table.add_row(name, str(seed), shown, str(state.epoch or "-"), state.detail)
+        epochs = f"{state.epoch}/{exp.systems[name].recipe.train.max_epochs}" if state.epoch else "-"
+        table.add_row(name, str(seed), shown, epochs, state.detail)
     return table
 
 
