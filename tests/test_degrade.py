@@ -30,14 +30,14 @@ def _json_tail(out: str) -> dict:
     return json.loads(out)
 
 
-def test_colour_list_masks_354_percent_of_test2016(shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_colour_list_masks_354_percent_of_test2016(probing_data: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "test.en"
     code = main(
-        ["degrade", "color", "--words", str(shared_data / COLOURS17), "--input", str(shared_data / TEST2016)]
+        ["degrade", "color", "--words", str(probing_data / COLOURS17), "--input", str(probing_data / TEST2016)]
         + ["--output", str(out), "--json"]
     )
     assert code == 0
-    report = _json_tail(capsys.readouterr().out)[str(shared_data / TEST2016)]
+    report = _json_tail(capsys.readouterr().out)[str(probing_data / TEST2016)]
     assert (report["masked"], report["tokens"]) == (459, 12968)
     assert report["lines_masked"] == 321  # the probing README: 321 of 1,000 test2016 sentences have a colour
     assert report["percent"] == pytest.approx(100 * 459 / 12968, abs=1e-4)
@@ -143,13 +143,13 @@ def test_positions_mismatch_is_an_error(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_noun_positions_on_test2016(shared_data: Path, tmp_path: Path, capsys) -> None:
-    p = shared_data / POSITIONS
+def test_noun_positions_on_test2016(probing_data: Path, tmp_path: Path, capsys) -> None:
+    p = probing_data / POSITIONS
     out = tmp_path / "test.en"
     args = ["degrade", "entity", "--positions", str(p / "multi30k.noun.position")]
     args += ["--positions", str(p / "multi30k.nouns.position"), "--offset", str(TEST2016_OFFSET)]
-    assert main([*args, "--input", str(shared_data / TEST2016), "--output", str(out), "--json"]) == 0
-    report = _json_tail(capsys.readouterr().out)[str(shared_data / TEST2016)]
+    assert main([*args, "--input", str(probing_data / TEST2016), "--output", str(out), "--json"]) == 0
+    report = _json_tail(capsys.readouterr().out)[str(probing_data / TEST2016)]
     assert (report["masked"], report["tokens"]) == (3759, 12968)
     assert report["percent"] == pytest.approx(28.9867, abs=1e-4)  # the probing README: about 29% (test2016 29.0%)
     first = out.read_text().splitlines()[1]
@@ -397,16 +397,16 @@ def test_positions_skip_dropped_lines(tmp_path: Path) -> None:
     assert json.loads((out / "manifest.json").read_text())["splits"]["test"]["dropped_lines"] == [[2, "gone.jpg"]]
 
 
-def test_multi30k_folder(shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_multi30k_folder(probing_data: Path, tmp_path: Path, capsys) -> None:
     """The prepared Multi30K folder (text only): colour and noun-position degradation of every split."""
     from ikd.data.multi30k import prepare_multi30k
 
     data = tmp_path / "m30k"
-    prepare_multi30k(data, source=str(shared_data / "multi30k"), pairs="en-de")
+    prepare_multi30k(data, source=str(probing_data / "multi30k"), pairs="en-de")
     out = tmp_path / "dc"
     assert (
         main(
-            ["degrade", "color", "--words", str(shared_data / COLOURS17), "--data", str(data)]
+            ["degrade", "color", "--words", str(probing_data / COLOURS17), "--data", str(data)]
             + ["--out", str(out), "--json"]
         )
         == 0
@@ -420,7 +420,7 @@ def test_multi30k_folder(shared_data: Path, tmp_path: Path, capsys) -> None:
         "test_2017_mscoco": (64, 5239),
     }
     assert (out / "text" / "train.de").read_bytes() == (data / "text" / "train.de").read_bytes()
-    p = shared_data / POSITIONS
+    p = probing_data / POSITIONS
     out = tmp_path / "de"
     args = ["degrade", "entity", "--positions", str(p / "multi30k.noun.position")]
     args += ["--positions", str(p / "multi30k.nouns.position"), "--data", str(data), "--out", str(out), "--json"]
