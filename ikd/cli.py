@@ -86,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
 
     With `argv` (tests) the exit status is returned; as the console script the process exits with it.
     """
+    from ikd.commands import switch_aliases
     from ikd.console import set_quiet
 
     args = sys.argv[1:] if argv is None else argv
     set_quiet(False)
     try:
+        args = switch_aliases(list(args))
         app(args=args, prog_name="ikd")  # standalone mode: usage errors print and raise SystemExit
         code = 0
     except SystemExit as e:

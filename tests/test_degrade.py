@@ -34,7 +34,7 @@ def test_colour_list_masks_354_percent_of_test2016(probing_data: Path, tmp_path:
     out = tmp_path / "test.en"
     code = main(
         ["degrade", "color", "--words", str(probing_data / COLOURS17), "--input", str(probing_data / TEST2016)]
-        + ["--output", str(out), "--json"]
+        + ["--output", str(out), "--json", "-"]
     )
     assert code == 0
     report = _json_tail(capsys.readouterr().out)[str(probing_data / TEST2016)]
@@ -64,7 +64,8 @@ def test_builtin_colour_list() -> None:
 def test_builtin_list_and_custom_mask_on_a_file(tmp_path: Path, capsys) -> None:
     src = tmp_path / "in.en"
     src.write_text("a girl in a pink dress .\na black dog .\n")
-    code = main(["degrade", "color", "--mask", "<unk>", "--input", str(src), "--output", str(tmp_path / "o"), "--json"])
+    out = str(tmp_path / "o")
+    code = main(["degrade", "color", "--mask", "<unk>", "--input", str(src), "--output", out, "--json", "-"])
     assert code == 0
     assert (tmp_path / "o").read_text() == "a girl in a <unk> dress .\na <unk> dog .\n"
     assert _json_tail(capsys.readouterr().out)[str(src)]["masked"] == 2
@@ -80,7 +81,10 @@ def test_builtin_list_and_custom_mask_on_a_file(tmp_path: Path, capsys) -> None:
         (["--input", "x.de", "--output", "y", "--lang", "de"], "the built-in colour list is English"),
     ],
 )
-def test_colour_argument_errors(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+def test_colour_argument_errors(tmp_path: Path, capsys, monkeypatch, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("x", "z", "x.de"):  # inputs exist: paths are checked before anything else
+        (tmp_path / name).write_text("a red car\n")
     if "--input" not in args and "--data" not in args and "--mask" in args:
         args = args + ["--input", "x", "--output", "y"]
     assert main(["degrade", "color", *args]) == 1
@@ -109,7 +113,7 @@ def test_positions_by_hand(tmp_path: Path, capsys) -> None:
     pos2.write_text("-1\n4\n1\n-1\n")
     out = tmp_path / "out.en"
     args = ["degrade", "entity", "--positions", str(pos), "--positions", str(pos2), "--offset", "1"]
-    assert main([*args, "--input", str(src), "--output", str(out), "--json"]) == 0
+    assert main([*args, "--input", str(src), "--output", str(out), "--json", "-"]) == 0
     assert out.read_text() == "a [U] rides a [U] .\ntwo [U]\n[U] end\n"
     report = _json_tail(capsys.readouterr().out)[str(src)]
     assert (report["masked"], report["tokens"]) == (4, 10)
@@ -148,7 +152,7 @@ def test_noun_positions_on_test2016(probing_data: Path, tmp_path: Path, capsys) 
     out = tmp_path / "test.en"
     args = ["degrade", "entity", "--positions", str(p / "multi30k.noun.position")]
     args += ["--positions", str(p / "multi30k.nouns.position"), "--offset", str(TEST2016_OFFSET)]
-    assert main([*args, "--input", str(probing_data / TEST2016), "--output", str(out), "--json"]) == 0
+    assert main([*args, "--input", str(probing_data / TEST2016), "--output", str(out), "--json", "-"]) == 0
     report = _json_tail(capsys.readouterr().out)[str(probing_data / TEST2016)]
     assert (report["masked"], report["tokens"]) == (3759, 12968)
     assert report["percent"] == pytest.approx(28.9867, abs=1e-4)  # the probing README: about 29% (test2016 29.0%)
@@ -209,7 +213,7 @@ def test_entities_default_types(tmp_path: Path, capsys) -> None:
     root, src, names = _entities(tmp_path)
     out = tmp_path / "out.en"
     args = ["degrade", "entity", "--entities", str(root), "--image-list", str(names)]
-    assert main([*args, "--input", str(src), "--output", str(out), "--json"]) == 0
+    assert main([*args, "--input", str(src), "--output", str(out), "--json", "-"]) == 0
     assert out.read_text().splitlines() == [
         "[U] [U] in [U] [U] [U] starring at [U] .",
         "[U] [U] [U] is running on the [U] [U] [U] [U] in front of [U] [U] [U] .",  # "and" is inside the phrase
@@ -241,7 +245,7 @@ def test_entities_errors(tmp_path: Path, capsys) -> None:
     assert main([*args, "--output", str(out)]) == 1
     assert "1 line(s) have no annotation file" in capsys.readouterr().err
     assert not out.exists()
-    assert main([*args, "--output", str(out), "--allow-unmatched", "--json"]) == 0
+    assert main([*args, "--output", str(out), "--allow-unmatched", "--json", "-"]) == 0
     assert out.read_text().splitlines()[2] == SENTENCES[2]
     assert _json_tail(capsys.readouterr().out)[str(src)]["unmatched_lines"] == [3]
     assert main([*args, "--output", str(out), "--types", "people,cars"]) == 1
@@ -288,7 +292,7 @@ def _prepared(tmp_path: Path) -> Path:
 def test_colour_on_a_prepared_folder(tmp_path: Path, capsys) -> None:
     data = _prepared(tmp_path)
     out = tmp_path / "dc"
-    assert main(["degrade", "color", "--data", str(data), "--out", str(out), "--json"]) == 0
+    assert main(["degrade", "color", "--data", str(data), "--out", str(out), "--json", "-"]) == 0
     report = _json_tail(capsys.readouterr().out)
     assert report["train"]["masked"] == 2 and report["test"]["masked"] == 1
     assert (out / "text" / "train.en").read_text().splitlines() == [
@@ -407,7 +411,7 @@ def test_multi30k_folder(probing_data: Path, tmp_path: Path, capsys) -> None:
     assert (
         main(
             ["degrade", "color", "--words", str(probing_data / COLOURS17), "--data", str(data)]
-            + ["--out", str(out), "--json"]
+            + ["--out", str(out), "--json", "-"]
         )
         == 0
     )
@@ -423,7 +427,7 @@ def test_multi30k_folder(probing_data: Path, tmp_path: Path, capsys) -> None:
     p = probing_data / POSITIONS
     out = tmp_path / "de"
     args = ["degrade", "entity", "--positions", str(p / "multi30k.noun.position")]
-    args += ["--positions", str(p / "multi30k.nouns.position"), "--data", str(data), "--out", str(out), "--json"]
+    args += ["--positions", str(p / "multi30k.nouns.position"), "--data", str(data), "--out", str(out), "--json", "-"]
     assert main(args) == 0
     report = _json_tail(capsys.readouterr().out)
     assert report["test_2016_flickr"]["masked"] == 3759  # the same as the single file with --offset 30014

@@ -22,7 +22,7 @@ from ikd.errors import IkdError
 STD = "-"
 DEVICE_HELP = "auto (a GPU when present), cpu, cuda or cuda:N."
 QUIET_HELP = "No progress bars and no summary on stderr."
-JSON_HELP = "Write the results as JSON to this file ('-' or no value: stdout, the table then goes to stderr)."
+JSON_HELP = "Write the results as JSON to this file ('-': stdout; the table then goes to stderr)."
 
 
 def is_std(value: Path | str | None) -> bool:
@@ -106,11 +106,29 @@ def quiet_option(value: bool) -> bool:
     return value
 
 
-def json_option(**kwargs) -> typer.models.OptionInfo:
-    """--json [PATH|-]: a value-less --json (the old switch) means stdout."""
-    return typer.Option(
-        None, "--json", metavar="PATH|-", help=JSON_HELP, is_flag=False, flag_value=STD, callback=output_file, **kwargs
-    )
+def json_option() -> typer.models.OptionInfo:
+    """--json PATH|-. A --json without a value (the old switch of retrieve and degrade) is rewritten to
+    `--json -` by `switch_aliases` before parsing."""
+    return typer.Option(None, "--json", metavar="PATH|-", help=JSON_HELP, callback=output_file)
+
+
+def switch_aliases(args: list[str]) -> list[str]:
+    """Old spellings that the parser cannot express, rewritten (with a deprecation warning): `--json` given
+    as a switch (nothing after it, or another option) means `--json -`."""
+    from ikd.console import deprecated
+
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            out.extend(args[i + 1 :])
+            break
+        if arg == "--json":
+            following = args[i + 1] if i + 1 < len(args) else None
+            if following is None or (following.startswith("-") and following != STD):
+                deprecated("--json without a value", "--json - (stdout) or --json PATH")
+                out.append(STD)
+    return out
 
 
 def quiet() -> typer.models.OptionInfo:
