@@ -73,6 +73,8 @@ def read_lines(path: str | os.PathLike, allow_empty: bool = False) -> list[str]:
     for empty (whitespace-only) lines.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IkdError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise IkdError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open

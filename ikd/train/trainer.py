@@ -55,6 +55,17 @@ def resolve_device(name: str | None, info: dist.DistInfo | None = None) -> torch
     return torch.device("cpu")
 
 
+def _pick_gpu(name: str, index: str, info: dist.DistInfo) -> torch.device:
+    if not index.isdigit():
+        raise IkdError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+    if info.enabled:
+        raise IkdError(f"--device {name}: under torchrun each process takes cuda:LOCAL_RANK; give --device cuda")
+    if int(index) >= torch.cuda.device_count():
+        raise IkdError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    torch.cuda.set_device(int(index))
+    return torch.device("cuda", int(index))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -115,10 +126,13 @@ class Trainer:
         self.resume = resume
         self.recipe_source = recipe_source
         self.progress = progress
-        kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kind = device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+        kind, _, index = kind.partition(":")  # cuda:N picks one GPU of several
         resolve_device(kind)  # validate before joining a process group
         self.info = dist.init_distributed(kind)
         self.device = resolve_device(kind, self.info)
+        if index:
+            self.device = _pick_gpu(device, index, self.info)
         self._report = report or (lambda msg: print(msg, flush=True))
 
     def report(self, msg: str) -> None:
@@ -175,6 +189,10 @@ class Trainer:
         self.stepper = Stepper(wrapped, model, recipe, self.device, self.data.vocab.pad, ddp_sum, self.info.world_size)
         self.ckpt = CheckpointManager(self.out, recipe.train.keep_last, recipe.train.average_last)
         self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.info.is_main)
+        if recipe.train.tensorboard and self.info.is_main:
+            from ikd.train.tensorboard import mirror_to_tensorboard
+
+            mirror_to_tensorboard(self.log, self.out / "tensorboard")
         self.epoch = 0
         self.best = math.inf
         self.bad_epochs = 0
