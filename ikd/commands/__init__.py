@@ -37,11 +37,14 @@ def _blocking_file(path: Path) -> Path | None:
     return None
 
 
-def _check_writable_below(path: Path) -> None:
+def _check_writable_below(path: Path, folder: bool = False) -> None:
+    """`path` (a file, or with `folder` a folder) can be created: no regular file above it, and the deepest
+    existing folder on its way is writable."""
     blocker = _blocking_file(path)
     if blocker is not None:
         raise IkdError(f"{path}: {blocker} is a file, not a folder")
-    existing = next((p for p in [path.parent, *path.parents] if p.exists()), None)
+    candidates = [path, *path.parents] if folder else list(path.parents)
+    existing = next((p for p in candidates if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise IkdError(f"{path}: permission denied (cannot write in {existing})")
 
@@ -64,7 +67,7 @@ def output_dir(value: Path | str | None) -> Path | str | None:
     path = Path(value)
     if path.exists() and not path.is_dir():
         raise IkdError(f"{path}: is a file, not a folder")
-    _check_writable_below(path / "x")
+    _check_writable_below(path, folder=True)
     return value
 
 
