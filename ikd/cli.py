@@ -9,8 +9,6 @@ import errno
 import sys
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from ikd import __version__
 from ikd.commands import analyze, bpe, degrade, evaluate, prepare, recipes, retrieve, train, translate
@@ -36,14 +34,17 @@ def _hide_flag_types() -> None:
 
 _hide_flag_types()
 
-app = typer.Typer(
-    name="ikd",
-    help="Image-free multimodal machine translation by inversion knowledge distillation (IKD-MMT).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
-)
+COMMANDS = {
+    "prepare": prepare,
+    "bpe": bpe,
+    "train": train,
+    "translate": translate,
+    "evaluate": evaluate,
+    "retrieve": retrieve,
+    "degrade": degrade,
+    "analyze": analyze,
+    "recipes": recipes,
+}
 
 
 def _version(value: bool) -> None:
@@ -52,7 +53,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
@@ -61,11 +61,37 @@ def _root(
     """Image-free multimodal machine translation by inversion knowledge distillation (IKD-MMT)."""
 
 
-for module in (prepare, bpe, train, translate, evaluate, retrieve, degrade, analyze, recipes):
-    module.register(app)
+def make_app(names: list[str] | None = None) -> typer.Typer:
+    """The Typer app with the given commands (default: all of them)."""
+    new = typer.Typer(
+        name="ikd",
+        help="Image-free multimodal machine translation by inversion knowledge distillation (IKD-MMT).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="markdown",
+    )
+    new.callback()(_root)
+    for name in names or list(COMMANDS):
+        COMMANDS[name].register(new)
+    return new
+
+
+app = make_app()
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """Only the command asked for: Typer converts every parameter of every command it holds before
+    running one, and a start-up of `ikd translate` need not pay for the others."""
+    if args and args[0] in COMMANDS:
+        return make_app([args[0]])
+    return app
 
 
 def _error(message: str) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
     # the message as plain text: it may hold brackets ([U], [N, C, H, W]) that markup would eat
     Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
 
@@ -93,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(False)
     try:
         args = switch_aliases(list(args))
-        app(args=args, prog_name="ikd")  # standalone mode: usage errors print and raise SystemExit
+        _app_for(args)(args=args, prog_name="ikd")  # standalone mode: usage errors print and raise SystemExit
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

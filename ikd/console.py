@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 PIPE_WIDTH = 200
 
@@ -27,21 +28,32 @@ def is_quiet() -> bool:
 
 
 def make_console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal:
         console.width = PIPE_WIDTH
     return console
 
 
+def _line(message: str) -> None:
+    if progress_enabled():  # a bar may be drawn on stderr: print above it
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
 def info(message: str) -> None:
     """A summary or note on stderr; silent under -q."""
     if not _quiet:
-        make_console(stderr=True).print(message, markup=False, highlight=False, soft_wrap=True)
+        _line(message)
 
 
 def warn(message: str) -> None:
     """`warning: ...` on stderr, also under -q (a warning is never noise)."""
-    make_console(stderr=True).print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    _line(f"warning: {message}")
 
 
 def deprecated(old: str, new: str) -> None:
