@@ -219,3 +219,20 @@ def test_the_shipped_recipe_loads(tmp_path: Path, capsys) -> None:
     assert main(["recipes", "toy", "-o", str(copy), "-q"]) == 0
     assert load_recipe(copy, []).train.tensorboard is False
     assert load_recipe(copy, ["train.tensorboard=true"]).train.tensorboard is True
+
+
+def test_no_space_left_names_the_output_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A write that fails without a file name (ENOSPC) is reported for the file the user asked for."""
+    import ikd.commands
+
+    def full_disk(path, text):
+        from ikd.fileio import atomic_path
+
+        with atomic_path(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ikd.commands, "write_text", full_disk)
+    out = tmp_path / "toy.yaml"
+    assert main(["recipes", "toy", "-o", str(out)]) == 1
+    assert one_line_error(capsys.readouterr().err) == f"error: {out}: no space left on device"
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
