@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         device: str = device_option(),
         amp: str = typer.Option(None, "--amp", help="auto|bf16|fp16|off on CUDA (default: the recipe's)."),
         threads: int = typer.Option(0, "--threads", help="CPU threads for decoding (0: 1, the fastest for search)."),
-        quiet: bool = quiet(),
+        quiet_: bool = quiet(),
     ) -> None:
         """Translate text with a trained checkpoint, image-free. Raw input is lowercased, normalised and
         Moses-tokenised like Multi30K's lc.norm.tok files, then BPE'd with the checkpoint's codes. Lines are

@@ -152,8 +152,10 @@ def plot_curves(
         ax.grid(alpha=0.3)
         if len(names) > 1 or names[0] != "valid_bleu":
             ax.legend(fontsize=size - 1)
-        if log and all(v > 0 for n in names for v in curves[n].values()):
+        values = [v for n in names for v in curves[n].values()]
+        if log and min(values) > 0 and max(values) >= 10 * min(values):  # log only where it spans a decade
             ax.set_yscale("log")
+            ax.tick_params(which="both", labelsize=size)
     if title:
         fig.suptitle(title, fontsize=size)
     return save_figure(fig, out, dpi)
