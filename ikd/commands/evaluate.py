@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ikd.commands import device as device_option
-from ikd.commands import input_file, input_files, is_std, json_option, quiet, read_text_lines
+from ikd.commands import input_file, input_files, is_std, json_option, output_dir, quiet, read_text_lines
 from ikd.errors import IkdError
 
 # Lines per chunk while a progress bar is shown (evaluate -c): the bar moves once per chunk.
@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
             "--save-hyps",
             help="With --checkpoint: a folder for the translations, SPLIT.TGT in it (one subfolder per checkpoint "
             "when there are several).",
+            callback=output_dir,
         ),
         beam: int = typer.Option(5, "--beam", "-b", help="With --checkpoint: beam size (1 = greedy)."),
         lenpen: float = typer.Option(1.0, "--lenpen", help="With --checkpoint: length penalty."),
