@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--vocab",
             help="Refuse to run unless the checkpoint uses this vocabulary (e.g. DATA/en-de/vocab.txt).",
+            callback=input_file,
         ),
         device: str = device_option(),
         amp: str = typer.Option(None, "--amp", help="auto|bf16|fp16|off on CUDA (default: the recipe's)."),
@@ -79,6 +80,8 @@ def register(app: typer.Typer) -> None:
 
         if tokenized and bpe:
             raise IkdError("--tokenized and --bpe exclude each other")
+        if amp is not None and amp not in ("auto", "bf16", "fp16", "off"):
+            raise IkdError(f"--amp {amp!r}: expected auto, bf16, fp16 or off")
         if buffer_lines < 1:
             raise IkdError("--buffer-lines must be at least 1")
         translator = Translator.from_checkpoint(
