@@ -55,12 +55,12 @@ def _load(checkpoint: Path, device: str):
 
 
 def _sentences(sentence: list[str] | None, file: Path | None) -> list[str]:
+    from ikd.commands import read_text_lines
     from ikd.errors import IkdError
-    from ikd.fileio import read_lines
 
     items = list(sentence or [])
     if file is not None:
-        items += read_lines(file)
+        items += read_text_lines(file, allow_empty=False)
     if not items:
         raise IkdError("give at least one --sentence (or --file with one sentence per line)")
     return items
@@ -74,7 +74,9 @@ def register(app: typer.Typer) -> None:
     def attention(
         checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained ikd checkpoint (.pt)."),
         sentence: list[str] | None = typer.Option(None, "--sentence", help="Source sentence (repeatable)."),
-        file: Path | None = typer.Option(None, "--file", help="More sentences, one per line.", callback=input_file),
+        file: Path | None = typer.Option(
+            None, "--file", help="More sentences, one per line ('-': stdin).", callback=input_file
+        ),
         tokenized: bool = typer.Option(
             False, "--tokenized", help="Sentences are already lowercased and Moses-tokenised (BPE still applied)."
         ),
@@ -112,7 +114,9 @@ def register(app: typer.Typer) -> None:
     def imagine(
         checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Trained ikd checkpoint (.pt)."),
         sentence: list[str] | None = typer.Option(None, "--sentence", help="Source sentence (repeatable)."),
-        file: Path | None = typer.Option(None, "--file", help="More sentences, one per line.", callback=input_file),
+        file: Path | None = typer.Option(
+            None, "--file", help="More sentences, one per line ('-': stdin).", callback=input_file
+        ),
         tokenized: bool = typer.Option(False, "--tokenized", help="Sentences are already Moses-tokenised."),
         output: Path = typer.Option(
             None,
