@@ -38,6 +38,16 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
         torch.save(payload, tmp)
 
 
+def _load_failure(e: Exception) -> str:
+    """Why torch.load refused a file, in one line. torch's own message for pickled objects advises loading
+    with weights_only=False, which would run code from the file: never repeat that advice."""
+    text = str(e)
+    if "weights_only" in text or "Unsupported global" in text or type(e).__name__ == "UnpicklingError":
+        return "it holds pickled Python objects besides tensors, which ikd never loads (another program's file?)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
@@ -53,7 +63,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         # memory-mapped: tensors a caller never touches (the distiller's, when translating) are never read
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as e:  # corrupt file, or one that needs pickled code
-        raise IkdError(f"{path}: not a readable ikd checkpoint ({type(e).__name__}: {e})") from None
+        raise IkdError(f"{path}: not a readable ikd checkpoint ({_load_failure(e)})") from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise IkdError(f"{path}: not an ikd checkpoint (no format entry)")
     if payload["format"] == FORMAT_1:

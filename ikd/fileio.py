@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import os
@@ -22,19 +23,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise IkdError(f"{path}: is a folder, not a file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp_path, path)
+        with _named(path, tmp_path):
+            yield tmp_path
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _named(path: Path, tmp: Path | None = None) -> Iterator[None]:
+    """An OSError about the temporary file (or about no file: a write that ran out of space) names the file
+    the user asked for, so that the one-line error says which output failed."""
+    try:
+        yield
+    except OSError as e:
+        ours = e.filename is not None and Path(e.filename).name.startswith(f".{path.name}.")
+        writing = e.filename is None and e.errno in _WRITE_ERRORS
+        if ours or writing or (tmp is not None and str(e.filename) == str(tmp)):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 def _umask() -> int:
@@ -68,6 +88,8 @@ def read_lines(path: str | os.PathLike, allow_empty: bool = False) -> list[str]:
     for empty (whitespace-only) lines.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IkdError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise IkdError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open

@@ -88,6 +88,7 @@ class TrainConfig:
     valid_bleu: bool = True
     valid_beam: int = 1  # 1 = greedy
     valid_max_sentences: int = 0  # 0 = the whole validation split
+    tensorboard: bool = False  # also write metrics.jsonl's scalars to OUT/tensorboard (pip install 'ikd[tensorboard]')
 
 
 @dataclass

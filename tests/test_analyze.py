@@ -42,9 +42,9 @@ def test_pseudo_token_rows_sum_to_one(loaded) -> None:
 
 def test_attention_png(toy_checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "attention.png"
-    args = ["analyze", "attention", "--checkpoint", str(toy_checkpoint), "--device", "cpu", "--out", str(out)]
+    args = ["analyze", "attention", "--checkpoint", str(toy_checkpoint), "--device", "cpu", "-o", str(out)]
     assert main([*args, "--sentence", SENTENCE, "--sentence", "two green triangles ."]) == 0
-    assert "2 sentence(s)" in capsys.readouterr().out
+    assert "2 sentence(s)" in capsys.readouterr().err
     with Image.open(out) as im:
         assert im.format == "PNG"
         width, height = im.size
@@ -55,7 +55,7 @@ def test_attention_png(toy_checkpoint: Path, tmp_path: Path, capsys) -> None:
 def test_imagine_png(toy_checkpoint: Path, loaded, tmp_path: Path, capsys) -> None:
     one = tmp_path / "one.png"
     base = ["analyze", "imagine", "--checkpoint", str(toy_checkpoint), "--device", "cpu"]
-    assert main([*base, "--sentence", SENTENCE, "--out", str(one)]) == 0
+    assert main([*base, "--sentence", SENTENCE, "-o", str(one)]) == 0
     size = loaded.recipe.vision.image_size
     with Image.open(one) as im:
         assert im.format == "PNG" and im.mode == "RGB" and im.size == (size, size)
@@ -64,8 +64,8 @@ def test_imagine_png(toy_checkpoint: Path, loaded, tmp_path: Path, capsys) -> No
     grid = tmp_path / "grid.png"
     file = tmp_path / "sentences.txt"
     file.write_text("two green triangles .\na big yellow star .\n")
-    assert main([*base, "--sentence", SENTENCE, "--file", str(file), "--out", str(grid)]) == 0
-    assert "3 imagined image(s)" in capsys.readouterr().out
+    assert main([*base, "--sentence", SENTENCE, "--file", str(file), "-o", str(grid)]) == 0
+    assert "3 imagined image(s)" in capsys.readouterr().err
     with Image.open(grid) as im:
         assert im.size[0] > im.size[1] > 200
 
@@ -111,6 +111,6 @@ def test_text_only_checkpoint_is_a_clear_error(toy_checkpoint: Path, tmp_path: P
     payload = {k: v for k, v in payload.items() if k not in ("distiller", "feature_shape")}
     save_checkpoint({**payload, **model.checkpoint_states(), "recipe": recipe.to_dict()}, path)
     for command in ("attention", "imagine"):
-        args = ["analyze", command, "--checkpoint", str(path), "--sentence", "a cat", "--out", str(tmp_path / "x.png")]
+        args = ["analyze", command, "--checkpoint", str(path), "--sentence", "a cat", "-o", str(tmp_path / "x.png")]
         assert main(args) == 1
         assert "text-only model" in capsys.readouterr().err

@@ -51,10 +51,48 @@ def test_curves_png(tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     _write(run, RECORDS)
     out = tmp_path / "curves.png"
-    assert main(["analyze", "curves", "--run", str(run), "--out", str(out)]) == 0
-    assert "2 epoch(s), last validation BLEU 21.50" in capsys.readouterr().out
+    assert main(["analyze", "curves", "--run", str(run), "-o", str(out), "--dpi", "100"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the figure is the result; the summary goes to stderr
+    assert "2 epoch(s), last validation BLEU 21.50" in captured.err
     with Image.open(out) as im:
-        assert im.format == "PNG" and im.size == (1500, 420)
+        assert im.format == "PNG" and im.size[0] == 330  # 3.3 in (a paper column) at 100 dpi
+        assert im.size[1] > im.size[0]  # the three panels stacked
+
+
+def test_the_suffix_picks_the_format_and_width_dpi_size_it(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    _write(run, RECORDS)
+    assert main(["analyze", "curves", "--run", str(run), "-o", str(tmp_path / "c.pdf"), "-q"]) == 0
+    assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
+    assert main(["analyze", "curves", "--run", str(run), "-o", str(tmp_path / "c.svg"), "-q"]) == 0
+    assert b"<svg" in (tmp_path / "c.svg").read_bytes()[:2000]
+    assert capsys.readouterr().err == ""  # -q: no summary
+    png = tmp_path / "wide.png"
+    assert main(["analyze", "curves", "--run", str(run), "-o", str(png), "--width", "7", "--dpi", "50"]) == 0
+    with Image.open(png) as im:
+        assert im.size[0] == 350
+    assert main(["analyze", "curves", "--run", str(run), "-o", str(tmp_path / "c.jpg")]) == 1
+    assert "c.jpg: unknown figure format .jpg; name the file .png, .pdf or .svg" in capsys.readouterr().err
+    assert not (tmp_path / "c.jpg").exists()
+
+
+def test_old_out_flag_still_works_with_a_warning(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    _write(run, RECORDS)
+    assert main(["analyze", "curves", "--run", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert "--out is deprecated" in capsys.readouterr().err
+    assert (tmp_path / "c.png").is_file()
+
+
+def test_text_only_curves_have_no_kd_panel(tmp_path: Path) -> None:
+    from ikd.probes.curves import plot_curves
+
+    curves = {"train_loss": {1: 4.0, 2: 3.0}, "train_irm": {1: 0.0, 2: 0.0}, "valid_bleu": {1: 5.0, 2: 9.0}}
+    with_kd = {**curves, "train_irm": {1: 0.5, 2: 0.4}}
+    _, h_text = plot_curves(curves, tmp_path / "text.pdf")
+    _, h_kd = plot_curves(with_kd, tmp_path / "kd.pdf")
+    assert h_kd > h_text  # one panel fewer: the KD terms of a text-only run are not drawn
 
 
 def test_curves_tolerate_sparse_logs(tmp_path: Path, capsys) -> None:
@@ -64,11 +102,11 @@ def test_curves_tolerate_sparse_logs(tmp_path: Path, capsys) -> None:
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"kind": "train", "epo')
     assert len(read_records(run)) == 2
-    assert main(["analyze", "curves", "--run", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["analyze", "curves", "--run", str(run), "-o", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 1000
     empty = tmp_path / "empty"
     _write(empty, [{"kind": "resume", "epoch": 0}])
-    assert main(["analyze", "curves", "--run", str(empty), "--out", str(tmp_path / "e.png")]) == 1
+    assert main(["analyze", "curves", "--run", str(empty), "-o", str(tmp_path / "e.png")]) == 1
     assert "no epoch or training records" in capsys.readouterr().err
-    assert main(["analyze", "curves", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e.png")]) == 1
+    assert main(["analyze", "curves", "--run", str(tmp_path / "nowhere"), "-o", str(tmp_path / "e.png")]) == 1
     assert "no metrics log" in capsys.readouterr().err

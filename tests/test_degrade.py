@@ -49,15 +49,15 @@ def _json_tail(out: str) -> dict:
     return json.loads(out)
 
 
-def test_colour_list_masks_354_percent_of_test2016(shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_colour_list_masks_354_percent_of_test2016(probing_data: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "test.en"
     code = main(
-        ["degrade", "color", "--words", str(shared_data / COLOURS17), "--input", str(shared_data / TEST2016)]
-        + ["--output", str(out), "--json"]
+        ["degrade", "color", "--words", str(probing_data / COLOURS17), "--input", str(probing_data / TEST2016)]
+        + ["--output", str(out), "--json", "-"]
     )
     assert code == 0
-    report = _json_tail(capsys.readouterr().out)[str(shared_data / TEST2016)]
-    masked_n, tokens_n = listed_tokens(shared_data / TEST2016, shared_data / COLOURS17)
+    report = _json_tail(capsys.readouterr().out)[str(probing_data / TEST2016)]
+    masked_n, tokens_n = listed_tokens(probing_data / TEST2016, probing_data / COLOURS17)
     assert (report["masked"], report["tokens"]) == (masked_n, tokens_n)
     assert report["lines_masked"] == 321  # the probing README: 321 of 1,000 test2016 sentences have a colour
     assert report["percent"] == pytest.approx(100 * masked_n / tokens_n, abs=1e-4)
@@ -83,7 +83,8 @@ def test_builtin_colour_list() -> None:
 def test_builtin_list_and_custom_mask_on_a_file(tmp_path: Path, capsys) -> None:
     src = tmp_path / "in.en"
     src.write_text("a girl in a pink dress .\na black dog .\n")
-    code = main(["degrade", "color", "--mask", "<unk>", "--input", str(src), "--output", str(tmp_path / "o"), "--json"])
+    out = str(tmp_path / "o")
+    code = main(["degrade", "color", "--mask", "<unk>", "--input", str(src), "--output", out, "--json", "-"])
     assert code == 0
     assert (tmp_path / "o").read_text() == "a girl in a <unk> dress .\na <unk> dog .\n"
     assert _json_tail(capsys.readouterr().out)[str(src)]["masked"] == 2
@@ -99,7 +100,10 @@ def test_builtin_list_and_custom_mask_on_a_file(tmp_path: Path, capsys) -> None:
         (["--input", "x.de", "--output", "y", "--lang", "de"], "the built-in colour list is English"),
     ],
 )
-def test_colour_argument_errors(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+def test_colour_argument_errors(tmp_path: Path, capsys, monkeypatch, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("x", "z", "x.de"):  # inputs exist: paths are checked before anything else
+        (tmp_path / name).write_text("a red car\n")
     if "--input" not in args and "--data" not in args and "--mask" in args:
         args = args + ["--input", "x", "--output", "y"]
     assert main(["degrade", "color", *args]) == 1
@@ -128,7 +132,7 @@ def test_positions_by_hand(tmp_path: Path, capsys) -> None:
     pos2.write_text("-1\n4\n1\n-1\n")
     out = tmp_path / "out.en"
     args = ["degrade", "entity", "--positions", str(pos), "--positions", str(pos2), "--offset", "1"]
-    assert main([*args, "--input", str(src), "--output", str(out), "--json"]) == 0
+    assert main([*args, "--input", str(src), "--output", str(out), "--json", "-"]) == 0
     assert out.read_text() == "a [U] rides a [U] .\ntwo [U]\n[U] end\n"
     report = _json_tail(capsys.readouterr().out)[str(src)]
     assert (report["masked"], report["tokens"]) == (4, 10)
@@ -162,15 +166,15 @@ def test_positions_mismatch_is_an_error(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_noun_positions_on_test2016(shared_data: Path, tmp_path: Path, capsys) -> None:
-    p = shared_data / POSITIONS
+def test_noun_positions_on_test2016(probing_data: Path, tmp_path: Path, capsys) -> None:
+    p = probing_data / POSITIONS
     out = tmp_path / "test.en"
     args = ["degrade", "entity", "--positions", str(p / "multi30k.noun.position")]
     args += ["--positions", str(p / "multi30k.nouns.position"), "--offset", str(TEST2016_OFFSET)]
-    assert main([*args, "--input", str(shared_data / TEST2016), "--output", str(out), "--json"]) == 0
-    report = _json_tail(capsys.readouterr().out)[str(shared_data / TEST2016)]
+    assert main([*args, "--input", str(probing_data / TEST2016), "--output", str(out), "--json", "-"]) == 0
+    report = _json_tail(capsys.readouterr().out)[str(probing_data / TEST2016)]
     files = [p / "multi30k.noun.position", p / "multi30k.nouns.position"]
-    assert (report["masked"], report["tokens"]) == positioned_tokens(shared_data / TEST2016, files, TEST2016_OFFSET)
+    assert (report["masked"], report["tokens"]) == positioned_tokens(probing_data / TEST2016, files, TEST2016_OFFSET)
     assert round(report["percent"], 1) == 29.0  # the probing README: test2016 29.0%
     first = out.read_text().splitlines()[1]
     assert first == "a [U] [U] is running on lush green [U] in front of a white [U] ."
@@ -229,7 +233,7 @@ def test_entities_default_types(tmp_path: Path, capsys) -> None:
     root, src, names = _entities(tmp_path)
     out = tmp_path / "out.en"
     args = ["degrade", "entity", "--entities", str(root), "--image-list", str(names)]
-    assert main([*args, "--input", str(src), "--output", str(out), "--json"]) == 0
+    assert main([*args, "--input", str(src), "--output", str(out), "--json", "-"]) == 0
     assert out.read_text().splitlines() == [
         "[U] [U] in [U] [U] [U] starring at [U] .",
         "[U] [U] [U] is running on the [U] [U] [U] [U] in front of [U] [U] [U] .",  # "and" is inside the phrase
@@ -261,7 +265,7 @@ def test_entities_errors(tmp_path: Path, capsys) -> None:
     assert main([*args, "--output", str(out)]) == 1
     assert "1 line(s) have no annotation file" in capsys.readouterr().err
     assert not out.exists()
-    assert main([*args, "--output", str(out), "--allow-unmatched", "--json"]) == 0
+    assert main([*args, "--output", str(out), "--allow-unmatched", "--json", "-"]) == 0
     assert out.read_text().splitlines()[2] == SENTENCES[2]
     assert _json_tail(capsys.readouterr().out)[str(src)]["unmatched_lines"] == [3]
     assert main([*args, "--output", str(out), "--types", "people,cars"]) == 1
@@ -308,7 +312,7 @@ def _prepared(tmp_path: Path) -> Path:
 def test_colour_on_a_prepared_folder(tmp_path: Path, capsys) -> None:
     data = _prepared(tmp_path)
     out = tmp_path / "dc"
-    assert main(["degrade", "color", "--data", str(data), "--out", str(out), "--json"]) == 0
+    assert main(["degrade", "color", "--data", str(data), "--out", str(out), "--json", "-"]) == 0
     report = _json_tail(capsys.readouterr().out)
     assert report["train"]["masked"] == 2 and report["test"]["masked"] == 1
     assert (out / "text" / "train.en").read_text().splitlines() == [
@@ -417,31 +421,31 @@ def test_positions_skip_dropped_lines(tmp_path: Path) -> None:
     assert json.loads((out / "manifest.json").read_text())["splits"]["test"]["dropped_lines"] == [[2, "gone.jpg"]]
 
 
-def test_multi30k_folder(shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_multi30k_folder(probing_data: Path, tmp_path: Path, capsys) -> None:
     """The prepared Multi30K folder (text only): colour and noun-position degradation of every split."""
     from ikd.data.multi30k import prepare_multi30k
 
     data = tmp_path / "m30k"
-    prepare_multi30k(data, source=str(shared_data / "multi30k"), pairs="en-de")
+    prepare_multi30k(data, source=str(probing_data / "multi30k"), pairs="en-de")
     out = tmp_path / "dc"
     assert (
         main(
-            ["degrade", "color", "--words", str(shared_data / COLOURS17), "--data", str(data)]
-            + ["--out", str(out), "--json"]
+            ["degrade", "color", "--words", str(probing_data / COLOURS17), "--data", str(data)]
+            + ["--out", str(out), "--json", "-"]
         )
         == 0
     )
     report = _json_tail(capsys.readouterr().out)
     assert {s: (r["masked"], r["tokens"]) for s, r in report.items()} == {
-        split: listed_tokens(data / "text" / f"{split}.en", shared_data / COLOURS17)
+        split: listed_tokens(data / "text" / f"{split}.en", probing_data / COLOURS17)
         for split in ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco")
     }
     assert round(report["train"]["percent"], 2) == 3.26  # the probing README: 3.26% of train tokens
     assert (out / "text" / "train.de").read_bytes() == (data / "text" / "train.de").read_bytes()
-    p = shared_data / POSITIONS
+    p = probing_data / POSITIONS
     out = tmp_path / "de"
     args = ["degrade", "entity", "--positions", str(p / "multi30k.noun.position")]
-    args += ["--positions", str(p / "multi30k.nouns.position"), "--data", str(data), "--out", str(out), "--json"]
+    args += ["--positions", str(p / "multi30k.nouns.position"), "--data", str(data), "--out", str(out), "--json", "-"]
     assert main(args) == 0
     report = _json_tail(capsys.readouterr().out)
     files = [p / "multi30k.noun.position", p / "multi30k.nouns.position"]

@@ -21,7 +21,7 @@ SPLIT = "test"
 def _retrieve(capsys, checkpoint: Path, data: Path, *extra: str) -> dict:
     split = [] if "--split" in extra else ["--split", SPLIT]
     args = ["retrieve", "--checkpoint", str(checkpoint), "--data", str(data), *split, "--device", "cpu"]
-    assert main([*args, "--json", *extra]) == 0
+    assert main([*args, "--json", "-", *extra]) == 0
     return json.loads(capsys.readouterr().out)
 
 

@@ -74,7 +74,7 @@ def test_en_de_recipe_runs_a_few_steps_on_multi30k(shared_data, tmp_path, capfd)
         "train.average_last=1",
         "train.valid_max_sentences=8",
     ]
-    args = ["train", str(REPO / "recipes" / "en-de.yaml"), "--out", str(out), "--device", "cpu", "-q"]
+    args = ["train", str(REPO / "recipes" / "en-de.yaml"), "--out", str(out), "--device", "cpu"]  # not -q: the summary
     for item in sets:
         args += ["--set", item]
     with one_thread():

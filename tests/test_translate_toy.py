@@ -121,7 +121,9 @@ def test_evaluate_checkpoint_errors(toy_mmt_checkpoint: Path, toy_data: Path, tm
     assert "nosuch.bpe.en: not found (split 'nosuch' not prepared; the prepared splits are test, train, val)" in err
     assert main([*base, "--split", "test"]) == 1
     assert "--data" in capsys.readouterr().err
-    assert main([*base, "--data", str(toy_data), "--split", "test", "--hyp", "x"]) == 1
+    hyp = tmp_path / "hyp.de"  # an existing file: paths are checked before the combination of options
+    hyp.write_text("ein kreis .\n")
+    assert main([*base, "--data", str(toy_data), "--split", "test", "--hyp", str(hyp)]) == 1
     assert "does not take --hyp" in capsys.readouterr().err
     other = tmp_path / "data"
     (other / "en-de").mkdir(parents=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ikd.commands import quiet
+
 
 def register(app: typer.Typer) -> None:
     @app.command("bpe")
@@ -16,6 +18,7 @@ def register(app: typer.Typer) -> None:
         glossary: list[str] = typer.Option(
             ["[U]"], "--glossary", help="Token never split by BPE (repeatable); the mask token [U] by default."
         ),
+        quiet_: bool = quiet(),
     ) -> None:
         """Learn a joint BPE on the training text of a pair, apply it to every split, build the vocabulary.
 
@@ -23,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """
         from rich.table import Table
 
-        from ikd.console import make_console
+        from ikd.console import is_quiet, make_console
         from ikd.data.bpe import count_merges, learn_and_apply
         from ikd.errors import IkdError
 
@@ -32,6 +35,8 @@ def register(app: typer.Typer) -> None:
             raise IkdError(f"--pair {pair!r}: expected SRC-TGT, e.g. en-de")
         src, tgt = parts
         result = learn_and_apply(data, src, tgt, merges=merges, glossaries=tuple(glossary))
+        if is_quiet():
+            return
         learned = count_merges((result.pair_dir / "bpe.codes").read_text(encoding="utf-8"))
         table = Table(title=f"BPE {pair}: {learned:,} merges, vocabulary {len(result.vocab):,} entries")
         for column in ("split", "lines", f"{src} tokens (+EOS)", f"{tgt} tokens (+EOS)"):

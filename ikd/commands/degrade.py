@@ -3,13 +3,13 @@ Table 6), in single files or in a whole prepared data folder."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from ikd.commands import output_file
+from ikd.commands import input_file, is_std, json_option, output_dir, output_file, quiet
+from ikd.errors import IkdError
 
 HELP = """Degrade source text for the probes of the paper's Table 6: colour words or entities become a mask
 token. Works on single files (--input/--output) or a whole prepared data folder (--data/--out: every split's
@@ -32,21 +32,52 @@ def _target(data: Path | None, out: Path | None, input_: Path | None, output: Pa
     return "file"
 
 
+def _check_streams(output: Path | None, json_out: str | None) -> None:
+    if is_std(output) and is_std(json_out):
+        raise IkdError("--output - and --json - both want stdout; write one of them to a file")
+
+
+def _degrade_file(input_: Path, output: Path, masker, mask: str):
+    """probes.degrade.degrade_file, with '-' for stdin and stdout."""
+    from ikd.commands import read_text_lines, write_text
+    from ikd.probes.degrade import degrade_file, degrade_lines
+
+    if not is_std(input_) and not is_std(output):
+        return degrade_file(input_, output, masker, mask)
+    masked, count = degrade_lines(read_text_lines(input_, allow_empty=False), masker, mask)
+    write_text(output, "".join(line + "\n" for line in masked))
+    return count
+
+
+def _name(path: Path) -> str:
+    return "<stdin>" if is_std(path) else str(path)
+
+
 def _report(
     title: str,
     rows: dict[str, Any],
     extra: dict[str, list[int]] | None = None,
-    as_json: bool = False,
+    json_out: str | None = None,
     folder: Path | None = None,
+    output: Path | None = None,
 ) -> None:
-    """rows: name -> MaskCount. Prints a rich table, or with `as_json` the JSON on stdout and the table on
-    stderr (so that stdout parses)."""
+    """rows: name -> MaskCount. Prints a rich table (on stderr when stdout carries JSON or the degraded
+    text), and the JSON to `json_out`."""
     from rich.table import Table
 
-    from ikd.console import make_console
+    from ikd.commands import write_json
+    from ikd.console import is_quiet, make_console
     from ikd.probes.degrade import MaskCount
 
-    console = make_console(stderr=as_json)
+    if json_out is not None:
+        payload = {name: count.to_dict() for name, count in rows.items()}
+        if extra:
+            for name, lines in extra.items():
+                payload[name]["unmatched_lines"] = lines
+        write_json(json_out, payload)
+    if is_quiet():
+        return
+    console = make_console(stderr=is_std(json_out) or is_std(output))
     table = Table(title=title)
     for column in ("file", "lines", "lines masked", "masked tokens", "tokens", "masked %"):
         table.add_column(column, justify="left" if column == "file" else "right", overflow="fold")
@@ -69,12 +100,6 @@ def _report(
     console.print(table)
     if folder is not None:
         console.print(f"wrote {folder}; next: ikd bpe --data {folder}, then train on it", highlight=False)
-    if as_json:
-        payload = {name: count.to_dict() for name, count in rows.items()}
-        if extra:
-            for name, lines in extra.items():
-                payload[name]["unmatched_lines"] = lines
-        print(json.dumps(payload, indent=2))
 
 
 def register(app: typer.Typer) -> None:
@@ -88,13 +113,22 @@ def register(app: typer.Typer) -> None:
         ),
         mask: str = typer.Option("[U]", "--mask", help=_MASK_HELP),
         data: Path | None = typer.Option(None, "--data", help="Prepared data folder to degrade (every split)."),
-        out: Path | None = typer.Option(None, "--out", help="New prepared data folder to write (with --data)."),
-        lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
-        input_: Path | None = typer.Option(None, "--input", help="One tokenised text file to degrade."),
-        output: Path | None = typer.Option(
-            None, "--output", help="Where to write the degraded file (with --input).", callback=output_file
+        out: Path | None = typer.Option(
+            None, "--out", help="New prepared data folder to write (with --data).", callback=output_dir
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON on stdout (the table on stderr)."),
+        lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
+        input_: Path | None = typer.Option(
+            None, "--input", "-i", help="One tokenised text file to degrade ('-': stdin).", callback=input_file
+        ),
+        output: Path | None = typer.Option(
+            None,
+            "--output",
+            "-o",
+            help="Where to write the degraded file (with --input; '-': stdout).",
+            callback=output_file,
+        ),
+        json_out: str | None = json_option(),
+        quiet_: bool = quiet(),
     ) -> None:
         """Mask colour words (whole tokens, case-insensitive) by the mask token."""
         from ikd.errors import IkdError
@@ -102,25 +136,27 @@ def register(app: typer.Typer) -> None:
             BUILTIN_COLOURS,
             ColourMasker,
             check_mask_token,
-            degrade_file,
             degrade_folder,
             load_word_list,
         )
 
         check_mask_token(mask)
         mode = _target(data, out, input_, output)
+        _check_streams(output, json_out)
         if words is None and lang != "en":
             raise IkdError(f"--lang {lang}: the built-in colour list is English; give --words FILE for {lang} text")
         word_set = load_word_list(words) if words is not None else BUILTIN_COLOURS
         masker = ColourMasker(word_set)
         source = str(words) if words is not None else "builtin"
         if mode == "file":
-            count = degrade_file(input_, output, masker, mask)
-            _report(f"colour words ({source}, {len(word_set)} words) -> {mask}", {str(input_): count}, as_json=as_json)
+            count = _degrade_file(input_, output, masker, mask)
+            title = f"colour words ({source}, {len(word_set)} words) -> {mask}"
+            _report(title, {_name(input_): count}, json_out=json_out, output=output)
             return
         settings = {"kind": "color", "words": source, "word_list": sorted(word_set)}
         counts = degrade_folder(data, out, lang, lambda split, info, lines: masker, mask, settings)
-        _report(f"colour words ({source}, {len(word_set)} words) -> {mask}: {out}", counts, as_json=as_json, folder=out)
+        title = f"colour words ({source}, {len(word_set)} words) -> {mask}: {out}"
+        _report(title, counts, json_out=json_out, folder=out)
 
     @sub.command("entity")
     def entity(
@@ -148,13 +184,22 @@ def register(app: typer.Typer) -> None:
         ),
         mask: str = typer.Option("[U]", "--mask", help=_MASK_HELP),
         data: Path | None = typer.Option(None, "--data", help="Prepared data folder to degrade (every split)."),
-        out: Path | None = typer.Option(None, "--out", help="New prepared data folder to write (with --data)."),
-        lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
-        input_: Path | None = typer.Option(None, "--input", help="One tokenised text file to degrade."),
-        output: Path | None = typer.Option(
-            None, "--output", help="Where to write the degraded file (with --input).", callback=output_file
+        out: Path | None = typer.Option(
+            None, "--out", help="New prepared data folder to write (with --data).", callback=output_dir
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON on stdout (the table on stderr)."),
+        lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
+        input_: Path | None = typer.Option(
+            None, "--input", "-i", help="One tokenised text file to degrade ('-': stdin).", callback=input_file
+        ),
+        output: Path | None = typer.Option(
+            None,
+            "--output",
+            "-o",
+            help="Where to write the degraded file (with --input; '-': stdout).",
+            callback=output_file,
+        ),
+        json_out: str | None = json_option(),
+        quiet_: bool = quiet(),
     ) -> None:
         """Mask the tokens of visually depictable entities, from Flickr30K Entities annotations or a positions file."""
         from ikd.errors import IkdError
@@ -162,26 +207,26 @@ def register(app: typer.Typer) -> None:
 
         check_mask_token(mask)
         mode = _target(data, out, input_, output)
+        _check_streams(output, json_out)
         if (entities is None) == (not positions):
             raise IkdError("give either --entities DIR (Flickr30K Entities) or --positions FILE")
         if span not in ("all", "last"):
             raise IkdError(f"--span {span!r}: expected all or last")
         if positions:
-            _entity_positions(positions, offset, mask, mode, data, out, lang, input_, output, as_json)
+            _entity_positions(positions, offset, mask, mode, data, out, lang, input_, output, json_out)
         else:
             if offset is not None:
                 raise IkdError("--offset goes with --positions, not --entities")
             _entity_annotations(
-                entities, types, span, image_list, allow_unmatched, mask, mode, data, out, lang, input_, output, as_json
+                entities, types, span, image_list, allow_unmatched, mask, mode, data, out, lang, input_, output,
+                json_out,
             )
 
 
-def _entity_positions(positions, offset, mask, mode, data, out, lang, input_, output, as_json) -> None:
-    from ikd.errors import IkdError
-    from ikd.fileio import read_lines
+def _entity_positions(positions, offset, mask, mode, data, out, lang, input_, output, json_out) -> None:
+    from ikd.commands import read_text_lines
     from ikd.probes.degrade import (
         PositionMasker,
-        degrade_file,
         degrade_folder,
         kept_line_numbers,
         read_manifest,
@@ -193,7 +238,9 @@ def _entity_positions(positions, offset, mask, mode, data, out, lang, input_, ou
     source = " + ".join(str(p) for p in positions)
     title = f"entity positions ({source}) -> {mask}"
     if mode == "file":
-        n = len(read_lines(input_))
+        if is_std(input_):
+            raise IkdError("--positions needs --input FILE (its lines are counted before masking), not '-'")
+        n = len(read_text_lines(input_, allow_empty=False))
         if offset is None:
             if len(rows) != n:
                 raise IkdError(
@@ -202,8 +249,8 @@ def _entity_positions(positions, offset, mask, mode, data, out, lang, input_, ou
                 )
             offset = 0
         masker = PositionMasker(rows, offset, source, range(n), str(input_))
-        count = degrade_file(input_, output, masker, mask)
-        _report(title, {str(input_): count}, as_json=as_json)
+        count = _degrade_file(input_, output, masker, mask)
+        _report(title, {_name(input_): count}, json_out=json_out, output=output)
         return
     if offset is not None:
         raise IkdError("--offset applies to --input; for a data folder the split offsets come from the manifest")
@@ -214,14 +261,13 @@ def _entity_positions(positions, offset, mask, mode, data, out, lang, input_, ou
 
     settings = {"kind": "entity", "method": "positions", "positions": [str(p) for p in positions], "offsets": offsets}
     counts = degrade_folder(data, out, lang, masker_for, mask, settings)
-    _report(f"{title}: {out}", counts, as_json=as_json, folder=out)
+    _report(f"{title}: {out}", counts, json_out=json_out, folder=out)
 
 
 def _entity_annotations(
-    entities, types, span, image_list, allow_unmatched, mask, mode, data, out, lang, input_, output, as_json
+    entities, types, span, image_list, allow_unmatched, mask, mode, data, out, lang, input_, output, json_out
 ) -> None:
-    from ikd.errors import IkdError
-    from ikd.probes.degrade import degrade_file, degrade_folder, read_manifest
+    from ikd.probes.degrade import degrade_folder, read_manifest
     from ikd.probes.entities import EntityMasker, default_tokenizer, find_sentences_dir, parse_types, read_image_list
 
     selected = parse_types(types)
@@ -242,13 +288,15 @@ def _entity_annotations(
             raise IkdError("--image-list FILE (the image name of each line of --input) is required with --input")
         names = read_image_list(image_list)
         masker = EntityMasker(sentences, names, selected, tokenize, span, str(input_))
-        from ikd.fileio import read_lines
+        from ikd.commands import read_text_lines
 
-        n = len(read_lines(input_))
+        if is_std(input_):
+            raise IkdError("--entities needs --input FILE (its lines are matched to --image-list first), not '-'")
+        n = len(read_text_lines(input_, allow_empty=False))
         if n != len(names):
             raise IkdError(f"{image_list}: {len(names)} image names but {input_} has {n} lines")
-        count = degrade_file(input_, output, _Checked(masker, n, lambda: check(masker, str(input_))), mask)
-        _report(title, {str(input_): count}, {str(input_): masker.unmatched}, as_json=as_json)
+        count = _degrade_file(input_, output, _Checked(masker, n, lambda: check(masker, str(input_))), mask)
+        _report(title, {str(input_): count}, {str(input_): masker.unmatched}, json_out=json_out, output=output)
         return
 
     maskers: dict[str, EntityMasker] = {}
@@ -270,7 +318,8 @@ def _entity_annotations(
         "span": span,
     }
     counts = degrade_folder(data, out, lang, masker_for, mask, settings)
-    _report(f"{title}: {out}", counts, {s: m.unmatched for s, m in maskers.items()}, as_json=as_json, folder=out)
+    unmatched = {s: m.unmatched for s, m in maskers.items()}
+    _report(f"{title}: {out}", counts, unmatched, json_out=json_out, folder=out)
 
 
 class _Checked:

@@ -3,15 +3,17 @@ BLEU, METEOR, chrF, mean and std over runs, paired bootstrap significance agains
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from pathlib import Path
 
 import typer
 
-from ikd.commands import output_file
+from ikd.commands import device as device_option
+from ikd.commands import input_file, input_files, is_std, json_option, output_dir, quiet, read_text_lines
 from ikd.errors import IkdError
+
+# Lines per chunk while a progress bar is shown (evaluate -c): the bar moves once per chunk.
+PROGRESS_CHUNK = 256
 
 _LANG_SUFFIX = re.compile(r"\.([a-z]{2})(\.gz)?$")
 
@@ -38,24 +40,26 @@ def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "system"
 
 
-def _write_json(report: dict, target: str) -> None:
-    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    if target == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        from ikd.fileio import atomic_write_text
-
-        atomic_write_text(target, text)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(
-        hyp: list[Path] = typer.Option(None, "--hyp", help="Hypothesis file; repeat for several runs (seeds)."),
-        ref: Path = typer.Option(None, "--ref", help="Reference file (lowercased, tokenised, as the hypotheses)."),
+        hyp: list[Path] = typer.Option(
+            None,
+            "--hyp",
+            help="Hypothesis file ('-': stdin); repeat for several runs (seeds).",
+            callback=input_files,
+        ),
+        ref: Path = typer.Option(
+            None,
+            "--ref",
+            help="Reference file (lowercased, tokenised, as the hypotheses; '-': stdin).",
+            callback=input_file,
+        ),
         baseline: list[Path] = typer.Option(
-            None, "--baseline", help="Baseline hypotheses for paired bootstrap: one, or one per --hyp."
+            None,
+            "--baseline",
+            help="Baseline hypotheses for paired bootstrap: one, or one per --hyp.",
+            callback=input_files,
         ),
         lang: str = typer.Option(None, "--lang", help="Target language for METEOR (default: the --ref suffix)."),
         metrics: str = typer.Option("bleu,meteor,chrf", "--metrics", help="Comma-separated: bleu, meteor, chrf."),
@@ -65,9 +69,7 @@ def register(app: typer.Typer) -> None:
         require_meteor: bool = typer.Option(
             False, "--require-meteor", help="Fail instead of falling back when the official METEOR 1.5 cannot run."
         ),
-        json_out: str = typer.Option(
-            None, "--json", help="Write the results as JSON to this file ('-': stdout).", callback=output_file
-        ),
+        json_out: str = json_option(),
         bootstrap_samples: int = typer.Option(1000, "--bootstrap-samples", help="Paired bootstrap resamples."),
         seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed (not 0: sacrebleu takes 0 for unseeded)."),
         checkpoint: list[Path] = typer.Option(
@@ -83,6 +85,7 @@ def register(app: typer.Typer) -> None:
             "--save-hyps",
             help="With --checkpoint: a folder for the translations, SPLIT.TGT in it (one subfolder per checkpoint "
             "when there are several).",
+            callback=output_dir,
         ),
         beam: int = typer.Option(5, "--beam", "-b", help="With --checkpoint: beam size (1 = greedy)."),
         lenpen: float = typer.Option(1.0, "--lenpen", help="With --checkpoint: length penalty."),
@@ -93,14 +96,16 @@ def register(app: typer.Typer) -> None:
         ),
         max_len_b: int = typer.Option(200, "--max-len-b", help="With --checkpoint: see --max-len-a."),
         batch_size: int = typer.Option(128, "--batch-size", help="With --checkpoint: sentences per batch."),
-        device: str = typer.Option("auto", "--device", help="With --checkpoint: auto, cpu, cuda ..."),
+        device: str = device_option(),
         threads: int = typer.Option(0, "--threads", help="With --checkpoint: CPU decoding threads (0: 1)."),
+        quiet_: bool = quiet(),
     ) -> None:
         """Score translations as the paper does: corpus BLEU on lowercased tokenised text (sacrebleu, with its
         signature), METEOR (official 1.5 jar, or a labelled fallback), chrF; mean and standard deviation
         over several runs; paired bootstrap p-values against a baseline. With --checkpoint, first translate
         prepared splits (DATA/SRC-TGT/SPLIT.bpe.SRC) and score them against DATA/text/SPLIT.TGT."""
-        from ikd.console import make_console
+        from ikd.commands import write_json
+        from ikd.console import is_quiet, make_console
         from ikd.evaluation.runs import MeteorOptions, Scoring, parse_metrics, render
 
         chosen = parse_metrics(metrics)
@@ -109,7 +114,12 @@ def register(app: typer.Typer) -> None:
         if seed == 0:  # sacrebleu's PairedTest treats 0 as "no seed": a different resampling every run
             raise IkdError("--seed 0 means unseeded to sacrebleu's paired test; use another value")
         jar = str(meteor_jar) if meteor_jar else None
-        out = make_console(stderr=json_out == "-")
+        std_inputs = [p for p in [*(hyp or []), ref, *(baseline or [])] if is_std(p)]
+        if len(std_inputs) > 1:
+            raise IkdError("'-' (stdin) can be read once only: give it to one of --hyp, --ref, --baseline")
+        json_to_stdout = is_std(json_out)
+        out = make_console(stderr=json_to_stdout)
+        show_table = not (json_to_stdout and is_quiet())  # with --json - -q: the JSON alone
         if checkpoint:
             if hyp or ref or baseline:
                 raise IkdError("--checkpoint translates prepared splits: it does not take --hyp, --ref or --baseline")
@@ -125,10 +135,10 @@ def register(app: typer.Typer) -> None:
                 batch_size,
                 device,
                 threads,
-                out,
             )
-            for name, split_report in report["splits"].items():
-                render(split_report, f"{name} ({split_report['meta']['sentences']} sentences)", out)
+            if show_table:
+                for name, split_report in report["splits"].items():
+                    render(split_report, f"{name} ({split_report['meta']['sentences']} sentences)", out)
         else:
             if baseline_checkpoint or data or split or save_hyps:
                 raise IkdError("--baseline-checkpoint, --data, --split and --save-hyps go with --checkpoint")
@@ -137,30 +147,50 @@ def register(app: typer.Typer) -> None:
             report = _evaluate_files(
                 list(hyp), ref, list(baseline or []), lang, chosen, jar, require_meteor, bootstrap_samples, seed
             )
-            render(report, f"{ref.name} ({report['meta']['sentences']} sentences)", out)
+            if show_table:
+                render(report, f"{ref.name} ({report['meta']['sentences']} sentences)", out)
         if json_out:
-            _write_json(report, json_out)
+            write_json(json_out, report)
+
+
+def _read_pair(hyp: Path, ref: Path, cache: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """evaluation.metrics.read_pair, with '-' for stdin (read once)."""
+    from ikd.evaluation.metrics import check_lengths
+
+    def lines(path: Path) -> list[str]:
+        key = str(path)
+        if key not in cache:
+            cache[key] = read_text_lines(path, allow_empty=True)
+        return cache[key]
+
+    hyps, refs = lines(hyp), lines(ref)
+    for path, found in ((ref, refs), (hyp, hyps)):
+        if not found:
+            raise IkdError(f"{'<stdin>' if is_std(path) else path}: file is empty")
+    check_lengths(hyps, refs, str(hyp), str(ref))
+    return hyps, refs
 
 
 def _evaluate_files(hyp, ref, baseline, lang, chosen, jar, require_meteor, samples, seed) -> dict:
-    from ikd.evaluation.metrics import read_pair
     from ikd.evaluation.runs import MeteorOptions, Scoring, score_runs
 
-    lang = lang or _infer_lang(ref)
+    lang = lang or (None if is_std(ref) else _infer_lang(ref))
     if lang is None and "meteor" in chosen:
         raise IkdError(f"--lang: cannot tell the language of {ref} from its name; give --lang (e.g. de)")
     names = _unique_names([*hyp, *baseline])
     systems, baselines = [], []
+    cache: dict[str, list[str]] = {}
     for i, path in enumerate([*hyp, *baseline]):
-        hyps, refs = read_pair(path, ref)
+        hyps, refs = _read_pair(path, ref, cache)
         (systems if i < len(hyp) else baselines).append((names[i], hyps))
     scoring = Scoring(chosen, MeteorOptions(lang or "", jar, require_meteor), samples, seed)
     return score_runs(systems, refs, str(ref), scoring, baselines)
 
 
 def _evaluate_checkpoints(
-    checkpoints, baselines, data, splits, save_hyps, lang, scoring, search, batch_size, device, threads, console
+    checkpoints, baselines, data, splits, save_hyps, lang, scoring, search, batch_size, device, threads
 ) -> dict:
+    from ikd.console import info, progress, progress_enabled, warn
     from ikd.data.vocab import Vocabulary
     from ikd.evaluation.runs import score_runs
     from ikd.fileio import atomic_write_lines, read_lines
@@ -197,7 +227,7 @@ def _evaluate_checkpoints(
             options,
             input_mode="bpe",
             batch_size=batch_size,
-            warn=lambda m: console.print(f"warning: {m}", markup=False, soft_wrap=True),
+            warn=warn,
         )
         for split in splits:
             source = pair_dir / f"{split}.bpe.{loaded.src}"
@@ -207,14 +237,20 @@ def _evaluate_checkpoints(
                 raise IkdError(f"{source}: not found (split '{split}' not prepared{known})")
             lines = read_lines(source, allow_empty=True)
             before = translator.stats.seconds
-            with decoding_threads(threads, loaded.device):
-                hyps[k, split] = [r[0][0] if r else "" for r in translator.translate_lines(lines)]
+            chunk = PROGRESS_CHUNK if progress_enabled() else max(len(lines), 1)
+            found: list[str] = []
+            with decoding_threads(threads, loaded.device), progress(
+                total=len(lines), desc=f"{split} ({names[k]})", unit="line"
+            ) as bar:
+
+                def keep(text: str, found: list[str] = found, bar=bar) -> None:
+                    found.extend(text.split("\n")[:-1])
+                    bar.update(text.count("\n"))
+
+                translator.stream(lines, keep, chunk)
+            hyps[k, split] = found
             took = translator.stats.seconds - before
-            console.print(
-                f"translated {split} ({len(lines)} sentences) with {names[k]} in {took:.1f} s on {loaded.device}",
-                markup=False,
-                highlight=False,
-            )
+            info(f"translated {split} ({len(lines)} sentences) with {names[k]} in {took:.1f} s on {loaded.device}")
             if save_hyps is not None:
                 folder = save_hyps if len(all_paths) == 1 else save_hyps / _folder_name(names[k])
                 atomic_write_lines(folder / f"{split}.{loaded.tgt}", hyps[k, split])

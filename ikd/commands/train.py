@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from ikd.commands import output_file
+from ikd.commands import device as device_option
+from ikd.commands import output_dir, output_file, quiet
 from ikd.errors import IkdError
 
 _OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
@@ -40,9 +41,15 @@ def register(app: typer.Typer) -> None:
             help="Override a recipe key: section.key=value (repeatable), e.g. kd.distance=l1.",
         ),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from checkpoint_last.pt."),
-        out: Path = typer.Option(None, "--out", metavar="DIR", help="Run folder (default: the recipe's train.out)."),
-        device: str = typer.Option(
-            None, "--device", metavar="cpu|cuda", help="cpu or cuda (default: cuda when available)."
+        out: Path = typer.Option(
+            None, "--out", metavar="DIR", help="Run folder (default: the recipe's train.out).", callback=output_dir
+        ),
+        device: str = device_option(),
+        tensorboard: bool = typer.Option(
+            False,
+            "--tensorboard",
+            help="Also write the metrics to OUT/tensorboard for TensorBoard (the recipe key train.tensorboard; "
+            "needs pip install 'ikd[tensorboard]').",
         ),
         average_only: Path = typer.Option(
             None,
@@ -67,14 +74,12 @@ def register(app: typer.Typer) -> None:
             help="With --average-only: output file (default RUN/checkpoint_average.pt).",
             callback=output_file,
         ),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        quiet_: bool = quiet(),
     ) -> None:
         """Train an IKD-MMT (or text-only) translator from a recipe: validates every epoch, keeps
         per-epoch/best/last checkpoints, early-stops, and averages the last N epoch checkpoints into
         OUT/checkpoint_average.pt. Several GPUs: `torchrun --nproc_per_node N -m ikd.train RECIPE.yaml ...`."""
-        from ikd.console import make_console
-
-        console = make_console(stderr=True)
+        from ikd.console import info, progress_enabled
         recipe, trailing = _split_arguments(list(arguments or []))
         overrides = [*(overrides or []), *trailing]  # so `--set a=1 b=2` means `--set a=1 --set b=2`
         keys = [item.split("=", 1)[0].strip() for item in overrides]
@@ -92,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
             epochs = load_checkpoint(path)["averaged_epochs"]
             fewer = f"; only {len(epochs)} of the {last} asked were there" if len(epochs) < last else ""
-            console.print(f"wrote {path} (the average of epochs {', '.join(map(str, epochs))}{fewer})")
+            info(f"wrote {path} (the average of epochs {', '.join(map(str, epochs))}{fewer})")
             return
         if upper_bound is not None or average_out is not None or average_last is not None:
             raise IkdError("--average-last, --upper-bound and --average-out go with --average-only RUN_DIR")
@@ -102,20 +107,25 @@ def register(app: typer.Typer) -> None:
         from ikd.train.trainer import train as run_train
 
         loaded = load_recipe(recipe, list(overrides or []))
+        if tensorboard:
+            loaded.train.tensorboard = True
+        if loaded.train.tensorboard:
+            from ikd.train.tensorboard import require_tensorboard
+
+            require_tensorboard()  # before any work
         result = run_train(
             loaded,
             out=out,
             device=device,
             resume=resume,
             recipe_source=str(recipe),
-            progress=not quiet,
-            report=lambda msg: console.print(msg, markup=False),
+            progress=progress_enabled(),
+            report=info,
         )
         if os.environ.get("RANK", "0") == "0":
             bleu = result.valid.get("bleu")
             bleu_text = f", valid BLEU {bleu:.2f}" if bleu is not None else ""
-            console.print(
+            info(
                 f"done: {result.epochs} epochs, {result.updates} updates (stopped: {result.stopped}), "
-                f"best valid {result.best_metric} {result.best:.4f}{bleu_text}; run folder {result.out}",
-                markup=False,
+                f"best valid {result.best_metric} {result.best:.4f}{bleu_text}; run folder {result.out}"
             )

@@ -9,8 +9,12 @@ from typing import BinaryIO
 
 import typer
 
-from ikd.commands import output_file
+from ikd.commands import device as device_option
+from ikd.commands import input_file, is_std, open_input, output_file, quiet, write_stdout
 from ikd.errors import IkdError
+
+# Lines per chunk while a progress bar is shown: the bar moves once per chunk written.
+PROGRESS_CHUNK = 256
 
 
 def iter_lines(stream: BinaryIO, name: str) -> Iterator[str]:
@@ -22,36 +26,15 @@ def iter_lines(stream: BinaryIO, name: str) -> Iterator[str]:
             raise IkdError(f"{name}:{number}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def _stdin_lines() -> Iterator[str]:
-    buffer = getattr(sys.stdin, "buffer", None)
-    if buffer is not None:
-        yield from iter_lines(buffer, "<stdin>")
-    else:  # a text stream without bytes underneath (tests replace sys.stdin with io.StringIO)
-        for line in sys.stdin:
-            yield line.rstrip("\n").rstrip("\r")
-
-
-def _stdout_writer():
-    def write(text: str) -> None:
-        buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is not None:
-            sys.stdout.flush()
-            buffer.write(text.encode("utf-8"))
-            buffer.flush()
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-    return write
-
-
 def register(app: typer.Typer) -> None:
     @app.command("translate")
     def translate(
         checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A checkpoint written by `ikd train`."),
-        input: Path = typer.Option(None, "--input", "-i", help="Input file (default: stdin)."),
+        input: Path = typer.Option(
+            None, "--input", "-i", help="Input file ('-' or none: stdin).", callback=input_file
+        ),
         output: Path = typer.Option(
-            None, "--output", "-o", help="Output file (default: stdout).", callback=output_file
+            None, "--output", "-o", help="Output file ('-' or none: stdout).", callback=output_file
         ),
         tokenized: bool = typer.Option(
             False, "--tokenized", help="Input is already lowercased and Moses-tokenised (BPE is still applied)."
@@ -72,24 +55,28 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(128, "--batch-size", help="Sentences per batch."),
         max_tokens: int = typer.Option(0, "--max-tokens", help="Also cap sentences x source length per batch."),
         buffer_lines: int = typer.Option(
-            2000, "--buffer-lines", help="Lines read, sorted by length and translated at a time (bounded memory)."
+            2000,
+            "--buffer-lines",
+            help="Lines read, sorted by length and translated at a time (bounded memory). Typed on a terminal, "
+            "each line is answered as it is entered.",
         ),
         vocab: Path = typer.Option(
             None,
             "--vocab",
             help="Refuse to run unless the checkpoint uses this vocabulary (e.g. DATA/en-de/vocab.txt).",
+            callback=input_file,
         ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+        device: str = device_option(),
         amp: str = typer.Option(None, "--amp", help="auto|bf16|fp16|off on CUDA (default: the recipe's)."),
         threads: int = typer.Option(0, "--threads", help="CPU threads for decoding (0: 1, the fastest for search)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on stderr."),
+        quiet_: bool = quiet(),
     ) -> None:
         """Translate text with a trained checkpoint, image-free. Raw input is lowercased, normalised and
         Moses-tokenised like Multi30K's lc.norm.tok files, then BPE'd with the checkpoint's codes. Lines are
         translated in length-sorted batches and written in input order; an empty line gives an empty line."""
-        from ikd.console import make_console
-        from ikd.inference.loading import decoding_threads, load_for_inference
-        from ikd.inference.translator import SearchOptions, Translator
+        from ikd.console import info, progress, progress_enabled, warn
+        from ikd.inference.loading import decoding_threads
+        from ikd.inference.translator import Translator
 
         if tokenized and bpe:
             raise IkdError("--tokenized and --bpe exclude each other")
@@ -97,28 +84,41 @@ def register(app: typer.Typer) -> None:
             raise IkdError(f"--amp {amp!r}: expected auto, bf16, fp16 or off")
         if buffer_lines < 1:
             raise IkdError("--buffer-lines must be at least 1")
-        console = make_console(stderr=True)
-        options = SearchOptions(beam, lenpen, max_len_a, max_len_b, nbest)
-        options.check()
-        expected = None
-        if vocab is not None:
-            from ikd.data.vocab import Vocabulary
-
-            expected = Vocabulary.load(vocab)
-        loaded = load_for_inference(checkpoint, device, expected_vocab=expected, amp=amp)
-        translator = Translator(
-            loaded,
-            options,
+        translator = Translator.from_checkpoint(
+            checkpoint,
+            device,
+            beam,
+            lenpen=lenpen,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
+            nbest=nbest,
             input_mode="bpe" if bpe else "tokenized" if tokenized else "raw",
             detok=detok,
             batch_size=batch_size,
             max_tokens=max_tokens,
-            warn=lambda message: console.print(f"warning: {message}", markup=False, soft_wrap=True),
+            amp=amp,
+            vocab=vocab,
+            warn=warn,
         )
-        if input is not None and not input.is_file():
-            raise IkdError(f"{input}: {'is a folder, not a file' if input.is_dir() else 'input file not found'}")
-        with decoding_threads(threads, loaded.device):
-            if output is not None:
+        from_stdin = input is None or is_std(input)
+        if from_stdin and sys.stdin.isatty():
+            buffer_lines = 1  # a person typing: answer each line as it is entered
+        total = None
+        if not from_stdin and progress_enabled():
+            with open(input, "rb") as f:
+                total = sum(1 for _ in f)
+            buffer_lines = min(buffer_lines, PROGRESS_CHUNK)
+        device_used = translator.loaded.device
+        with decoding_threads(threads, device_used), progress(total=total, desc="translating", unit="line") as bar:
+
+            def counted(write):
+                def write_and_count(text: str) -> None:
+                    write(text)
+                    bar.update(text.count("\n") // nbest)
+
+                return write_and_count
+
+            if output is not None and not is_std(output):
                 from ikd.fileio import atomic_path
 
                 with atomic_path(output) as tmp, open(tmp, "wb") as out:
@@ -127,23 +127,19 @@ def register(app: typer.Typer) -> None:
                         out.write(text.encode("utf-8"))
                         out.flush()
 
-                    stats = _run(translator, input, write, buffer_lines)
+                    stats = _run(translator, input, counted(write), buffer_lines)
             else:
-                stats = _run(translator, input, _stdout_writer(), buffer_lines)
-        if not quiet:
-            rate = stats.sentences / stats.seconds if stats.seconds else 0.0
-            console.print(
-                f"translated {stats.sentences} sentences ({stats.lines} lines) in {stats.seconds:.1f} s: "
-                f"{rate:.1f} sentences/s, {stats.target_tokens / max(stats.seconds, 1e-9):.0f} target tokens/s "
-                f"on {loaded.device} (beam {beam})"
-                + (f"; {stats.truncated} overlong sources truncated" if stats.truncated else ""),
-                markup=False,
-                soft_wrap=True,
-            )
+                stats = _run(translator, input, counted(write_stdout), buffer_lines)
+        rate = stats.sentences / stats.seconds if stats.seconds else 0.0
+        info(
+            f"translated {stats.sentences} sentences ({stats.lines} lines) in {stats.seconds:.1f} s: "
+            f"{rate:.1f} sentences/s, {stats.target_tokens / max(stats.seconds, 1e-9):.0f} target tokens/s "
+            f"on {device_used} (beam {beam})"
+            + (f"; {stats.truncated} overlong sources truncated" if stats.truncated else "")
+        )
 
 
 def _run(translator, input: Path | None, write, buffer_lines: int):
-    if input is None:
-        return translator.stream(_stdin_lines(), write, buffer_lines)
-    with open(input, "rb") as f:
-        return translator.stream(iter_lines(f, str(input)), write, buffer_lines)
+    name = "<stdin>" if input is None or is_std(input) else str(input)
+    with open_input(input) as stream:
+        return translator.stream(iter_lines(stream, name), write, buffer_lines)

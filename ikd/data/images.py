@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from ikd.console import progress_enabled
 from ikd.errors import IkdError
 
 MAX_LISTED = 20
@@ -100,7 +101,7 @@ def decode_images(
     chunk = max(1, min(256, -(-n // (workers * 8)))) if n else 1
     jobs = [(str(npy_path), s, [str(p) for p in paths[s : s + chunk]], image_size) for s in range(0, n, chunk)]
     failures: list[tuple[int, str]] = []
-    with tqdm(total=n, desc=desc, unit="img", disable=None, leave=False) as bar:
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress_enabled(), leave=False) as bar:
         if workers == 1:
             for job in jobs:
                 failures += _decode_chunk(*job)

@@ -1,10 +1,19 @@
 """Text in, translations out: preprocessing (raw -> Multi30K tokens -> BPE -> ids), length-sorted batches,
-search, restoring input order, postprocessing (de-BPE, optional detokenisation), and streaming in chunks."""
+search, restoring input order, postprocessing (de-BPE, optional detokenisation), and streaming in chunks.
+
+The public API (also `from ikd import Translator`)::
+
+    translator = Translator.from_checkpoint("runs/en-de/checkpoint_average.pt", device="auto", beam=5)
+    translator.translate(["A man rides a horse."])          # -> ["ein mann reitet ein pferd ."]
+    translator.translate_nbest(["A man rides a horse."], 3)  # -> [[(text, score), ...]]
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +52,14 @@ class Stats:
 
 
 class Translator:
-    """Translate lines with a loaded checkpoint. Never reads images."""
+    """Translate lines with a loaded checkpoint. Never reads images.
+
+    Build one with `Translator.from_checkpoint(path, ...)`; `translate` and `translate_nbest` take a list
+    of sentences (raw text by default, as `ikd translate` reads them) and return one result per sentence,
+    in order; an empty sentence gives an empty translation. `input_mode` "tokenized" takes lowercased,
+    Moses-tokenised text, "bpe" text already segmented with the checkpoint's codes. Output is lowercased,
+    tokenised text (how the paper scores), or detokenised with `detok=True` (still lowercase: the training
+    data is)."""
 
     def __init__(
         self,
@@ -68,6 +84,74 @@ class Translator:
         self.warn = warn or (lambda message: None)
         self.encoder = SourceEncoder(loaded, input_mode, self.warn)
         self.stats = Stats()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str = "auto",
+        beam: int = 5,
+        *,
+        lenpen: float = 1.0,
+        max_len_a: float = 0.0,
+        max_len_b: int = 200,
+        nbest: int = 1,
+        input_mode: str = "raw",
+        detok: bool = False,
+        batch_size: int = 128,
+        max_tokens: int = 0,
+        amp: str | None = None,
+        vocab: str | os.PathLike | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> Translator:
+        """Load a checkpoint written by `ikd train` and wrap it for translation.
+
+        device: auto (a GPU when present), cpu, cuda or cuda:N. beam 1 is greedy search. lenpen, max_len_a
+        and max_len_b are `ikd translate`'s --lenpen, --max-len-a, --max-len-b. amp: auto|bf16|fp16|off on
+        CUDA (default: the recipe's). vocab: refuse a checkpoint whose vocabulary is not this vocab.txt.
+        warn receives warnings (e.g. a source longer than the model's limit), default: ignored."""
+        from ikd.inference.loading import load_for_inference
+
+        if amp is not None and amp not in ("auto", "bf16", "fp16", "off"):
+            raise IkdError(f"amp {amp!r}: expected auto, bf16, fp16 or off")
+        options = SearchOptions(beam, lenpen, max_len_a, max_len_b, nbest)
+        options.check()
+        expected = None
+        if vocab is not None:
+            from ikd.data.vocab import Vocabulary
+
+            expected = Vocabulary.load(vocab)
+        loaded = load_for_inference(path, device, expected_vocab=expected, amp=amp)
+        return cls(
+            loaded,
+            options,
+            input_mode=input_mode,
+            detok=detok,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            warn=warn,
+        )
+
+    def translate(self, sentences: Sequence[str]) -> list[str]:
+        """Sentences -> their best translations, one string per sentence, in order."""
+        return [best[0][0] for best in self._with_nbest(sentences, 1)]
+
+    def translate_nbest(self, sentences: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
+        """Sentences -> for each, its n best (translation, score) pairs, best first; n must not exceed the
+        beam size. The score is the length-normalised log-probability that beam search ranks by."""
+        return self._with_nbest(sentences, n)
+
+    def _with_nbest(self, sentences: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
+        if isinstance(sentences, str):
+            raise TypeError("translate a list of sentences, e.g. translate([text]), not a single string")
+        saved = self.options
+        self.options = dataclasses.replace(saved, nbest=n)
+        try:
+            self.options.check()
+            lines = [line.replace("\n", " ").replace("\r", " ") for line in sentences]
+            return self.translate_lines(lines)
+        finally:
+            self.options = saved
 
     # ------------------------------------------------------------------ text <-> ids
     def source_ids(self, line: str, number: int) -> list[int] | None:

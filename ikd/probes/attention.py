@@ -48,13 +48,16 @@ def plot_attention(
     grid_width: int,
     eos: bool = True,
     layout: str = "spatial",
-) -> tuple[int, int]:
+    width: float | None = None,
+    dpi: int = 300,
+) -> tuple[float, float]:
     """One row of heat maps per sentence, one per head: x = source pieces (BPE pieces as they are, then
     </s> unless eos=False), y = pseudo-token index (ticks at every grid row of `grid_width`).
-    sentences: (title, pieces, probabilities [heads, P, T]). Returns the PNG's (width, height) in pixels."""
+    sentences: (title, pieces, probabilities [heads, P, T]). `out`'s suffix picks PNG, PDF or SVG; `width`
+    (inches) scales the natural size. Returns the size in inches."""
     from matplotlib.figure import Figure
 
-    from ikd.fileio import atomic_path
+    from ikd.probes.figures import fit_width, save_figure
 
     heads = sentences[0][2].shape[0]
     n_tokens = max(len(p) for _, p, _ in sentences) + (1 if eos else 0)
@@ -82,9 +85,9 @@ def plot_attention(
             ax.set_title(f"head {k + 1}", fontsize=9)
         what = "region (row-major)" if layout == "spatial" else "channel chunk"
         axes[0].set_ylabel(f"pseudo-token: {what}", fontsize=8)
+        for ax in axes:
+            ax.set_xlabel("source token", fontsize=8)
         subfig.colorbar(image, ax=list(axes), shrink=0.9, pad=0.01, label="attention")
         subfig.suptitle(title, fontsize=10)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    w, h = fig.canvas.get_width_height()
-    return int(w), int(h)
+    fit_width(fig, width)
+    return save_figure(fig, out, dpi)

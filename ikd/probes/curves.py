@@ -85,60 +85,77 @@ def epoch_curves(records: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
     return dict(curves)
 
 
-def plot_curves(curves: dict[str, dict[int, float]], out: str | os.PathLike, title: str = "") -> tuple[int, int]:
-    """Three panels: losses (train/valid loss and CE), KD terms (irm, iam; log scale), validation BLEU."""
+# (panel title, y label, series, log scale allowed)
+PANELS = (
+    ("loss", "loss per target token", ["train_loss", "valid_loss", "train_ce", "valid_ce"], False),
+    ("distillation terms (unweighted)", "distance", ["train_irm", "valid_irm", "train_iam", "valid_iam"], True),
+    ("validation BLEU", "BLEU", ["valid_bleu"], False),
+)
+
+
+def plot_curves(
+    curves: dict[str, dict[int, float]],
+    out: str | os.PathLike,
+    title: str = "",
+    width: float = 3.3,
+    dpi: int = 300,
+) -> tuple[float, float]:
+    """Up to three panels stacked (a paper column wide): losses (train/valid loss and CE), KD terms (irm,
+    iam; log scale), validation BLEU. A panel without data is left out, so a text-only run (KD terms
+    logged as 0) shows no KD panel. The suffix of `out` picks PNG, PDF or SVG. Returns the size in inches."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from ikd.fileio import atomic_path
+    from ikd.probes.figures import save_figure
 
-    if not curves:
+    def has_data(name: str) -> bool:
+        values = curves.get(name, {}).values()
+        # a text-only run logs its KD terms as 0: nothing to draw
+        return any(values) if name.split("_", 1)[1] in ("irm", "iam") else bool(values)
+
+    panels = [(t, y, [n for n in names if has_data(n)], log) for t, y, names, log in PANELS]
+    panels = [p for p in panels if p[2]]
+    if not panels:
         raise IkdError("the metrics log holds no epoch or training records to plot")
     epochs = sorted({e for series in curves.values() for e in series})
     first, last = epochs[0], epochs[-1]
-    fig = Figure(figsize=(15, 4.2), dpi=100, layout="constrained")
-    ax_loss, ax_kd, ax_bleu = fig.subplots(1, 3)
+    panel_h = 0.62 * width
+    fig = Figure(figsize=(width, panel_h * len(panels) + (0.25 if title else 0.0)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     styles = {"train": "-", "valid": "--"}  # one colour per quantity, solid for training, dashed for validation
     colours = {"loss": "C0", "ce": "C1", "irm": "C2", "iam": "C3", "bleu": "C4"}
-
-    def draw(ax, names: list[str], empty: str, log: bool = False) -> None:
-        drawn = False
+    size = 7 if width < 5 else 9
+    for ax, (panel_title, ylabel, names, log) in zip(axes, panels):
         for name in names:
-            series = curves.get(name)
-            if not series:
-                continue
+            series = curves[name]
             xs = sorted(series)
-            ys = [series[x] for x in xs]
             split, field = name.split("_", 1)
-            ax.plot(xs, ys, styles[split], color=colours[field], marker="o", markersize=3, label=f"{split} {field}")
-            drawn = True
-        ax.set_xlabel("epoch")
+            ax.plot(
+                xs,
+                [series[x] for x in xs],
+                styles[split],
+                color=colours[field],
+                marker="o",
+                markersize=2.5,
+                linewidth=1.2,
+                label=f"{split} {field}",
+            )
+        ax.set_title(panel_title, fontsize=size + 1)
+        ax.set_xlabel("epoch", fontsize=size)
+        ax.set_ylabel(ylabel, fontsize=size)
+        ax.tick_params(labelsize=size)
         ax.set_xlim(first - 0.5, last + 0.5)
         if last - first < 12:
             ax.set_xticks(range(first, last + 1))
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend(fontsize=8)
-            if log and all(v > 0 for n in names for v in curves.get(n, {}).values()):
-                ax.set_yscale("log")
-        else:
-            ax.set_yticks([])
-            ax.grid(False)
-            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="gray")
-
-    draw(ax_loss, ["train_loss", "valid_loss", "train_ce", "valid_ce"], "no loss records")
-    ax_loss.set_title("loss (label-smoothed CE + weighted KD), CE per token")
-    # a text-only run logs its KD terms as 0: nothing to draw
-    kd = [n for n in ("train_irm", "valid_irm", "train_iam", "valid_iam") if any(curves.get(n, {}).values())]
-    draw(ax_kd, kd, "no KD terms\n(text-only run or no images)", True)
-    ax_kd.set_title("distillation terms (unweighted)")
-    draw(ax_bleu, ["valid_bleu"], "no validation BLEU\n(train.valid_bleu off)")
-    ax_bleu.set_title("validation BLEU")
+        if len(names) > 1 or names[0] != "valid_bleu":
+            ax.legend(fontsize=size - 1)
+        values = [v for n in names for v in curves[n].values()]
+        if log and min(values) > 0 and max(values) >= 10 * min(values):  # log only where it spans a decade
+            ax.set_yscale("log")
+            ax.tick_params(which="both", labelsize=size)
     if title:
-        fig.suptitle(title, fontsize=10)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    w, h = fig.canvas.get_width_height()
-    return int(w), int(h)
+        fig.suptitle(title, fontsize=size)
+    return save_figure(fig, out, dpi)

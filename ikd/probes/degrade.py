@@ -324,8 +324,10 @@ def degrade_folder(
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the data folder gets the usual permissions
     counts: dict[str, MaskCount] = {}
     try:
+        from ikd.console import progress
+
         new = copy.deepcopy(manifest)
-        for split in ordered_splits(manifest):
+        for split in progress(ordered_splits(manifest), desc="splits", unit="split"):
             info = manifest["splits"][split]
             new_info = new["splits"][split]
             for text_lang, entry in info["langs"].items():

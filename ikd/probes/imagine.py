@@ -29,17 +29,21 @@ def imagined_images(model: Any, distiller: Any, src: torch.Tensor) -> np.ndarray
     return (pixels * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def save_images(pictures: np.ndarray, captions: list[str], out: str | os.PathLike) -> tuple[int, int]:
-    """One picture: a PNG at its own resolution. Several: a grid with the sentences as captions.
-    Returns the PNG's (width, height)."""
+def save_images(
+    pictures: np.ndarray, captions: list[str], out: str | os.PathLike, width: float | None = None, dpi: int = 300
+) -> tuple[float, float]:
+    """One picture to a .png without --width: the picture at its own resolution. Otherwise a figure (PNG, PDF
+    or SVG by `out`'s suffix), a grid with the sentences as captions when there are several. Returns the
+    size in inches (pixels / dpi for the picture at its own resolution)."""
     from ikd.fileio import atomic_path
+    from ikd.probes.figures import figure_format, fit_width, save_figure
 
-    if len(pictures) == 1:
+    if len(pictures) == 1 and width is None and figure_format(out) == "png":
         from PIL import Image
 
         with atomic_path(out) as tmp:
             Image.fromarray(pictures[0]).save(tmp, format="PNG")
-        return pictures.shape[2], pictures.shape[1]
+        return pictures.shape[2] / dpi, pictures.shape[1] / dpi
 
     from matplotlib.figure import Figure
 
@@ -53,7 +57,5 @@ def save_images(pictures: np.ndarray, captions: list[str], out: str | os.PathLik
         if i < n:
             ax.imshow(pictures[i], interpolation="nearest")
             ax.set_title("\n".join(textwrap.wrap(captions[i], 32)), fontsize=9)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    w, h = fig.canvas.get_width_height()
-    return int(w), int(h)
+    fit_width(fig, width)
+    return save_figure(fig, out, dpi)

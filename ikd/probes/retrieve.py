@@ -142,7 +142,9 @@ def _text_batches(model: Any, sentences: list[list[int]], pad: int, batch_size: 
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
 
     def gen():
-        for start in range(0, len(order), batch_size):
+        from ikd.console import progress
+
+        for start in progress(range(0, len(order), batch_size), desc="sentences", unit="batch"):
             rows = order[start : start + batch_size]
             src = pad_batch([sentences[i] for i in rows], pad, device)
             with torch.no_grad(), autocast():
@@ -154,8 +156,10 @@ def _text_batches(model: Any, sentences: list[list[int]], pad: int, batch_size: 
 
 def teacher_image_features(distiller: Any, images: np.ndarray, batch_size: int, device, pool: str, autocast) -> Tensor:
     """uint8 [N, 3, S, S] (memmap ok) -> the teacher's last feature maps, pooled and normalised [N, D]."""
+    from ikd.console import progress
+
     chunks = []
-    for start in range(0, len(images), batch_size):
+    for start in progress(range(0, len(images), batch_size), desc="image features", unit="batch"):
         batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
         with torch.no_grad(), autocast():
             feats = distiller.teacher_features(batch)

@@ -53,8 +53,13 @@ def training_device(name: str | None, info: dist.DistInfo | None = None) -> torc
     """--device for training: auto/None, cpu, cuda or cuda:N; under torchrun each process takes
     cuda:LOCAL_RANK."""
     dev = resolve_device(name, info.local_rank if info else None)
-    if info is not None and info.enabled and dev.type == "cuda":
-        return torch.device("cuda", info.local_rank)
+    if info is None or dev.type != "cuda":
+        return dev
+    if info.enabled:
+        if name is not None and ":" in str(name):
+            raise IkdError(f"--device {name}: under torchrun each process takes cuda:LOCAL_RANK; give --device cuda")
+        dev = torch.device("cuda", info.local_rank)
+    torch.cuda.set_device(dev)  # kernels, cuDNN and NCCL default to this GPU
     return dev
 
 
@@ -158,6 +163,10 @@ class Trainer:
         self.stepper = Stepper(wrapped, model, recipe, self.device, self.data.vocab.pad, ddp_sum, self.info.world_size)
         self.ckpt = CheckpointManager(self.out, recipe.train.keep_last, recipe.train.average_last)
         self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.info.is_main)
+        if recipe.train.tensorboard and self.info.is_main:
+            from ikd.train.tensorboard import mirror_to_tensorboard
+
+            mirror_to_tensorboard(self.log, self.out / "tensorboard")
         self.epoch = 0
         self.best = worst(recipe.train.best_metric)
         self.bad_epochs = 0

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import abc
 import math
+import typing
 
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ikd.errors import IkdError
 from ikd.model.vision.teacher import (
@@ -34,6 +34,9 @@ from ikd.model.vision.teacher import (
     check_grain,
     shape_teacher,
 )
+
+if typing.TYPE_CHECKING:  # torchvision costs seconds to import; translation does not need it
+    from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
 def _solve(k: int, s: int, n_in: int, n_out: int) -> tuple[int, int]:
@@ -186,6 +189,8 @@ class ResNetStudent(Student):
     """
 
     def __init__(self, teacher: ResNetTeacher) -> None:
+        from torchvision.models.resnet import Bottleneck  # here, not at the top: translation never imports it
+
         super().__init__(teacher)
         shapes = self._layer_shapes
         blocks = [b for layer in teacher.layers() for b in layer]

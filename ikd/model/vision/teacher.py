@@ -19,16 +19,18 @@ import abc
 import contextlib
 import http.client
 import socket
+import typing
 import urllib.error
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ikd.errors import IkdError
 from ikd.model.generator import Shape
+
+if typing.TYPE_CHECKING:  # torchvision costs seconds to import; translation does not need it
+    import torchvision
 
 BACKBONES = ("resnet50", "resnet18", "vgg19", "alexnet")
 GRAINS = ("model", "block", "layer", "image")
@@ -129,6 +131,8 @@ class ResNetTeacher(Teacher):
     """torchvision ResNet trunk (conv1 .. layer4); feature taps inside every block for the layer grain."""
 
     def __init__(self, backbone: str, net: torchvision.models.ResNet, image_size: int) -> None:
+        from torchvision.models.resnet import Bottleneck  # here, not at the top: translation never imports it
+
         super().__init__(backbone, image_size)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
@@ -170,6 +174,8 @@ class _Taps:
 
 def _block_forward(block: nn.Module, x: Tensor, tap: _Taps) -> Tensor:
     """torchvision's BasicBlock/Bottleneck forward, tapping every conv activation and the block output."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
     identity = x if block.downsample is None else block.downsample(x)
     out = block.relu(block.bn1(block.conv1(x)))
     tap(out)
@@ -241,6 +247,8 @@ def feature_shapes_of(teacher: Teacher, image_size: int) -> list[Shape]:
 # -- construction ----------------------------------------------------------------------------------------------
 def _trunk(backbone: str, image_size: int, device: str | None = None) -> Teacher:
     """Randomly initialised teacher (torchvision's own init), or an uninitialised one on `device='meta'`."""
+    import torchvision
+
     with torch.device(device) if device else contextlib.nullcontext():
         if backbone in ("resnet50", "resnet18"):
             return ResNetTeacher(backbone, torchvision.models.get_model(backbone, weights=None), image_size)
@@ -311,6 +319,8 @@ def _load_local(path: Path) -> dict[str, Tensor]:
 
 
 def _download(backbone: str, name: str) -> dict[str, Tensor]:
+    import torchvision
+
     enum = torchvision.models.get_model_weights(backbone)
     short = name.split(".")[-1]
     try:
