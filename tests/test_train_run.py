@@ -250,7 +250,7 @@ def test_ddp_two_processes_gloo(toy_data, tmp_path):
     out = tmp_path / "ddp"
     sets = [f"data.dir={toy_data}", "data.num_workers=0", *TINY_MODEL, "train.max_epochs=2", "train.log_every=2"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ikd.train",
-           str(REPO / "recipes" / "en-de-text.yaml"), "--out", str(out), "--device", "cpu", "-q"]  # fmt: skip
+           str(REPO / "recipes" / "en-de-text.yaml"), "--out", str(out), "--device", "cpu"]  # fmt: skip
     for item in sets:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

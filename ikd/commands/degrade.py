@@ -338,8 +338,9 @@ class _Checked:
 def _split_image_names(data: Path, split: str, info: dict, image_list: Path | None, source: str | None) -> list[str]:
     """Image name per kept line of a split: --image-list DIR/SPLIT.{names,txt}, else DATA/images/SPLIT.names,
     else the Multi30K image list the preparation read (manifest image_list, under a local source folder)."""
+    from ikd.data.prepared import PreparedData
     from ikd.errors import IkdError
-    from ikd.probes.degrade import kept_line_numbers, original_lines, resolve_path
+    from ikd.probes.degrade import kept_line_numbers, original_lines
     from ikd.probes.entities import read_image_list
 
     candidates = []
@@ -347,9 +348,8 @@ def _split_image_names(data: Path, split: str, info: dict, image_list: Path | No
         candidates = [image_list / f"{split}.names", image_list / f"{split}.txt"]
     else:
         images = info.get("images") or {}
-        candidates.append(
-            resolve_path(data, images["names"]) if images.get("names") else data / "images" / f"{split}.names"
-        )
+        prepared = PreparedData.at(data)
+        candidates.append(prepared.resolve(images["names"]) if images.get("names") else prepared.default_names(split))
         listed = (info.get("image_list") or {}).get("path")
         if listed and source and Path(source).is_dir():
             candidates.append(Path(source) / listed)

@@ -12,32 +12,12 @@ from ikd.commands import device as device_option
 from ikd.commands import input_file, input_files, is_std, json_option, output_dir, quiet, read_text_lines
 from ikd.errors import IkdError
 
-# Lines per chunk while a progress bar is shown (evaluate -c): the bar moves once per chunk.
-PROGRESS_CHUNK = 256
-
 _LANG_SUFFIX = re.compile(r"\.([a-z]{2})(\.gz)?$")
 
 
 def _infer_lang(ref: Path) -> str | None:
     m = _LANG_SUFFIX.search(ref.name)
     return m.group(1) if m else None
-
-
-def _unique_names(paths: list[Path]) -> list[str]:
-    """Short display names: the file (or checkpoint folder/file) name, widened until unique."""
-    names = [p.name for p in paths]
-    depth = 1
-    while len(set(names)) < len(names) and depth < 6:
-        depth += 1
-        names = [Path(*p.parts[-depth:]).as_posix() for p in paths]
-    if len(set(names)) < len(names):  # the same file given twice: its name, numbered
-        names = [f"{p.name} ({i + 1})" for i, p in enumerate(paths)]
-    return names
-
-
-def _folder_name(name: str) -> str:
-    """A system's display name as one safe folder name (letters, digits, '.', '_', '-')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "system"
 
 
 def register(app: typer.Typer) -> None:
@@ -106,6 +86,7 @@ def register(app: typer.Typer) -> None:
         prepared splits (DATA/SRC-TGT/SPLIT.bpe.SRC) and score them against DATA/text/SPLIT.TGT."""
         from ikd.commands import write_json
         from ikd.console import is_quiet, make_console
+        from ikd.evaluation.checkpoints import evaluate_checkpoints
         from ikd.evaluation.runs import MeteorOptions, Scoring, parse_metrics, render
 
         chosen = parse_metrics(metrics)
@@ -123,7 +104,7 @@ def register(app: typer.Typer) -> None:
         if checkpoint:
             if hyp or ref or baseline:
                 raise IkdError("--checkpoint translates prepared splits: it does not take --hyp, --ref or --baseline")
-            report = _evaluate_checkpoints(
+            report = evaluate_checkpoints(
                 list(checkpoint),
                 list(baseline_checkpoint or []),
                 data,
@@ -172,12 +153,13 @@ def _read_pair(hyp: Path, ref: Path, cache: dict[str, list[str]]) -> tuple[list[
 
 
 def _evaluate_files(hyp, ref, baseline, lang, chosen, jar, require_meteor, samples, seed) -> dict:
+    from ikd.evaluation.checkpoints import unique_names
     from ikd.evaluation.runs import MeteorOptions, Scoring, score_runs
 
     lang = lang or (None if is_std(ref) else _infer_lang(ref))
     if lang is None and "meteor" in chosen:
         raise IkdError(f"--lang: cannot tell the language of {ref} from its name; give --lang (e.g. de)")
-    names = _unique_names([*hyp, *baseline])
+    names = unique_names([*hyp, *baseline])
     systems, baselines = [], []
     cache: dict[str, list[str]] = {}
     for i, path in enumerate([*hyp, *baseline]):
@@ -185,92 +167,3 @@ def _evaluate_files(hyp, ref, baseline, lang, chosen, jar, require_meteor, sampl
         (systems if i < len(hyp) else baselines).append((names[i], hyps))
     scoring = Scoring(chosen, MeteorOptions(lang or "", jar, require_meteor), samples, seed)
     return score_runs(systems, refs, str(ref), scoring, baselines)
-
-
-def _evaluate_checkpoints(
-    checkpoints, baselines, data, splits, save_hyps, lang, scoring, search, batch_size, device, threads
-) -> dict:
-    from ikd.console import info, progress, progress_enabled, warn
-    from ikd.data.vocab import Vocabulary
-    from ikd.evaluation.runs import score_runs
-    from ikd.fileio import atomic_write_lines, read_lines
-    from ikd.inference.loading import decoding_threads, load_for_inference
-    from ikd.inference.translator import SearchOptions, Translator
-
-    if data is None or not splits:
-        raise IkdError("--checkpoint needs --data DATA and at least one --split")
-    if not data.is_dir():
-        raise IkdError(f"{data}: prepared data folder not found")
-    options = SearchOptions(nbest=1, **search)
-    options.check()
-    all_paths = [*checkpoints, *baselines]
-    names = _unique_names(all_paths)
-    hyps: dict[tuple[int, str], list[str]] = {}
-    pair = None
-    for k, path in enumerate(all_paths):
-        loaded = load_for_inference(path, device)
-        this_pair = (loaded.src, loaded.tgt)
-        if pair is not None and this_pair != pair:
-            raise IkdError(
-                f"{path}: translates {loaded.src}-{loaded.tgt}, but {all_paths[0]} translates {pair[0]}-{pair[1]}"
-            )
-        pair = this_pair
-        pair_dir = data / f"{loaded.src}-{loaded.tgt}"
-        vocab_file = pair_dir / "vocab.txt"
-        if vocab_file.is_file() and Vocabulary.load(vocab_file).fingerprint() != loaded.vocab.fingerprint():
-            raise IkdError(
-                f"{path}: its vocabulary differs from {vocab_file}: the checkpoint was trained on other BPE "
-                f"codes than {data}'s, so its BPE'd splits do not fit it"
-            )
-        translator = Translator(
-            loaded,
-            options,
-            input_mode="bpe",
-            batch_size=batch_size,
-            warn=warn,
-        )
-        for split in splits:
-            source = pair_dir / f"{split}.bpe.{loaded.src}"
-            if not source.is_file():
-                found = sorted(f.name[: -len(f".bpe.{loaded.src}")] for f in pair_dir.glob(f"*.bpe.{loaded.src}"))
-                known = f"; the prepared splits are {', '.join(found)}" if found else "; run `ikd bpe` first"
-                raise IkdError(f"{source}: not found (split '{split}' not prepared{known})")
-            lines = read_lines(source, allow_empty=True)
-            before = translator.stats.seconds
-            chunk = PROGRESS_CHUNK if progress_enabled() else max(len(lines), 1)
-            found: list[str] = []
-            with decoding_threads(threads, loaded.device), progress(
-                total=len(lines), desc=f"{split} ({names[k]})", unit="line"
-            ) as bar:
-
-                def keep(text: str, found: list[str] = found, bar=bar) -> None:
-                    found.extend(text.split("\n")[:-1])
-                    bar.update(text.count("\n"))
-
-                translator.stream(lines, keep, chunk)
-            hyps[k, split] = found
-            took = translator.stats.seconds - before
-            info(f"translated {split} ({len(lines)} sentences) with {names[k]} in {took:.1f} s on {loaded.device}")
-            if save_hyps is not None:
-                folder = save_hyps if len(all_paths) == 1 else save_hyps / _folder_name(names[k])
-                atomic_write_lines(folder / f"{split}.{loaded.tgt}", hyps[k, split])
-    src, tgt = pair
-    scoring.meteor.lang = lang or tgt
-    report: dict = {
-        "checkpoints": [str(p) for p in checkpoints],
-        "baseline_checkpoints": [str(p) for p in baselines],
-        "search": {
-            "beam": options.beam,
-            "lenpen": options.lenpen,
-            "max_len_a": options.max_len_a,
-            "max_len_b": options.max_len_b,
-        },
-        "splits": {},
-    }
-    for split in splits:
-        ref = data / "text" / f"{split}.{tgt}"
-        refs = read_lines(ref, allow_empty=True)
-        systems = [(names[k], hyps[k, split]) for k in range(len(checkpoints))]
-        base = [(names[k], hyps[k, split]) for k in range(len(checkpoints), len(all_paths))]
-        report["splits"][split] = score_runs(systems, refs, str(ref), scoring, base)
-    return report

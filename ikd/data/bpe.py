@@ -21,13 +21,14 @@ from pathlib import Path
 from subword_nmt import apply_bpe, learn_bpe
 
 from ikd.data.manifest import load_manifest
+from ikd.data.prepared import BPE_STATE, PairFolder, PreparedData
 from ikd.data.vocab import Vocabulary
 from ikd.errors import IkdError
 from ikd.fileio import atomic_write_lines, atomic_write_text, read_lines, sha256_file
 
 SEPARATOR = "@@"
 DEFAULT_GLOSSARIES = ("[U]",)
-STATE_FILE = "bpe.json"
+STATE_FILE = BPE_STATE
 CACHE_TYPES = 1_000_000  # segmented word types kept by BPE.apply (Multi30K train has about 20k per language)
 
 
@@ -70,11 +71,11 @@ class BPE:
     @classmethod
     def load(cls, pair_dir: str | Path, lang: str | None = None, glossaries: Sequence[str] = DEFAULT_GLOSSARIES) -> BPE:
         """Codes of a prepared pair folder (DATA/SRC-TGT), with `lang`'s vocabulary filter when given."""
-        pair_dir = Path(pair_dir)
-        codes_path = pair_dir / "bpe.codes"
+        folder = PairFolder(Path(pair_dir), "", "")
+        codes_path = folder.codes
         if not codes_path.is_file():
             raise IkdError(f"{codes_path}: not found (run `ikd bpe` first)")
-        vocab = read_bpe_vocab(pair_dir / f"bpe.vocab.{lang}") if lang else None
+        vocab = read_bpe_vocab(folder.bpe_vocab(lang)) if lang else None
         return cls.from_codes(codes_path.read_text(encoding="utf-8"), vocab, glossaries)
 
     def apply(self, tokens: list[str]) -> list[str]:
@@ -167,8 +168,8 @@ def check_current(data_dir: str | Path, src: str, tgt: str) -> dict:
     """Refuse a pair folder that `ikd bpe` did not finish (no bpe.json, written last) or that was made from
     other text than the data folder holds now (`ikd prepare` or `ikd degrade` rerun since). -> its bpe.json."""
     data_dir = Path(data_dir)
-    pair_dir = data_dir / f"{src}-{tgt}"
-    path = pair_dir / STATE_FILE
+    pair = PreparedData.at(data_dir).pair(src, tgt)
+    pair_dir, path = pair.root, pair.state
     again = f"run `ikd bpe --data {data_dir} --pair {src}-{tgt}` again"
     if not path.is_file():
         raise IkdError(f"{path}: not found: {pair_dir} is incomplete (an interrupted `ikd bpe`?); {again}")
@@ -224,7 +225,8 @@ def learn_and_apply(
     if merges < 1:
         raise IkdError(f"--merges {merges}: must be positive")
     splits = _pair_splits(data_dir, src, tgt)
-    pair_dir = data_dir / f"{src}-{tgt}"
+    pair = PreparedData.at(data_dir).pair(src, tgt)
+    pair_dir = pair.root
     state = {
         "merges": merges,
         "glossaries": list(glossaries),
@@ -233,7 +235,7 @@ def learn_and_apply(
     }
     old = _state_matches(pair_dir, state)
     if old is not None:
-        return BpeResult(pair_dir, Vocabulary.load(pair_dir / "vocab.txt"), old["tokens"], old["lines"], reused=True)
+        return BpeResult(pair_dir, Vocabulary.load(pair.vocab), old["tokens"], old["lines"], reused=True)
 
     manifest = load_manifest(data_dir)
     text = {
@@ -247,13 +249,13 @@ def learn_and_apply(
         lang: Counter(t for line in text["train", lang] for t in plain.apply_line(line).split()) for lang in (src, tgt)
     }
 
-    (pair_dir).mkdir(parents=True, exist_ok=True)
-    (pair_dir / STATE_FILE).unlink(missing_ok=True)  # the folder is incomplete until bpe.json is rewritten
-    atomic_write_text(pair_dir / "bpe.codes", codes)
-    outputs = ["bpe.codes"]
+    pair_dir.mkdir(parents=True, exist_ok=True)
+    pair.state.unlink(missing_ok=True)  # the folder is incomplete until bpe.json is rewritten
+    atomic_write_text(pair.codes, codes)
+    outputs = [pair.codes.name]
     for lang in (src, tgt):
-        write_bpe_vocab(pair_dir / f"bpe.vocab.{lang}", lang_vocab[lang])
-        outputs.append(f"bpe.vocab.{lang}")
+        write_bpe_vocab(pair.bpe_vocab(lang), lang_vocab[lang])
+        outputs.append(pair.bpe_vocab(lang).name)
 
     tokens: dict[str, dict[str, int]] = {}
     lines: dict[str, int] = {}
@@ -263,20 +265,19 @@ def learn_and_apply(
         for s in splits:
             out_lines = [bpe.apply_line(line) for line in text[s, lang]]
             segmented[s, lang] = out_lines
-            name = f"{s}.bpe.{lang}"
-            atomic_write_lines(pair_dir / name, out_lines)
-            outputs.append(name)
+            atomic_write_lines(pair.bpe(s, lang), out_lines)
+            outputs.append(pair.bpe(s, lang).name)
             tokens.setdefault(s, {})[lang] = sum(len(x.split()) + 1 for x in out_lines)  # +1: EOS
             lines[s] = len(out_lines)
 
     vocab = Vocabulary.build(
         (line.split() for lang in (src, tgt) for line in segmented["train", lang]), padding_factor=padding_factor
     )
-    vocab.save(pair_dir / "vocab.txt")
-    outputs.append("vocab.txt")
+    vocab.save(pair.vocab)
+    outputs.append(pair.vocab.name)
     state["outputs"] = {name: sha256_file(pair_dir / name) for name in outputs}
     state["tokens"] = tokens
     state["lines"] = lines
     state["vocab_size"] = len(vocab)
-    atomic_write_text(pair_dir / STATE_FILE, json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(pair.state, json.dumps(state, indent=2, ensure_ascii=False) + "\n")
     return BpeResult(pair_dir, vocab, tokens, lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ikd.data.manifest import read_manifest_or_none
+from ikd.data.prepared import PreparedData
 from ikd.data.vocab import Vocabulary
 from ikd.errors import IkdError
 from ikd.fileio import read_lines
@@ -23,18 +23,6 @@ def _encode_file(path: Path, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]
         ids.extend(vocab.encode(line.split()))  # EOS appended; text spelling <pad> or </s> is <unk>
         offsets.append(len(ids))
     return np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
-
-
-def _images_path(data_dir: Path, split: str) -> Path | None:
-    """The split's image array: where the manifest says (relative to DATA or absolute), else images/SPLIT.npy."""
-    manifest = read_manifest_or_none(data_dir)
-    if manifest is None:
-        return data_dir / "images" / f"{split}.npy"
-    entry = (manifest["splits"].get(split) or {}).get("images")
-    if not entry or not entry.get("path"):
-        return None
-    path = Path(entry["path"])
-    return path if path.is_absolute() else data_dir / path
 
 
 class ParallelData:
@@ -73,9 +61,9 @@ class ParallelData:
         cls, data_dir: str | os.PathLike, src: str, tgt: str, split: str, vocab: Vocabulary, images: bool
     ) -> ParallelData:
         """DATA/SRC-TGT/SPLIT.bpe.{SRC,TGT} (+ DATA/images/SPLIT.npy memory-mapped when `images`)."""
-        data_dir = Path(data_dir)
-        pair_dir = data_dir / f"{src}-{tgt}"
-        src_path, tgt_path = pair_dir / f"{split}.bpe.{src}", pair_dir / f"{split}.bpe.{tgt}"
+        data = PreparedData.at(data_dir)
+        pair = data.pair(src, tgt)
+        src_path, tgt_path = pair.bpe(split, src), pair.bpe(split, tgt)
         for path in (src_path, tgt_path):
             if not path.is_file():
                 raise IkdError(f"{path}: not found (split {split!r} of {src}-{tgt}; run `ikd bpe` on {data_dir})")
@@ -83,17 +71,17 @@ class ParallelData:
         tgt_flat, tgt_offsets = _encode_file(tgt_path, vocab)
         array = None
         if images:
-            npy = _images_path(data_dir, split)
+            npy = data.images(split)
             if npy is None or not npy.is_file():
                 raise IkdError(
                     f"split {split!r} has no images in {data_dir} (manifest.json lists none, or "
-                    f"{data_dir / 'images' / (split + '.npy')} is missing); prepare it with --images, or use this "
+                    f"{data.default_images(split)} is missing); prepare it with --images, or use this "
                     "split without images"
                 )
             array = np.load(npy, mmap_mode="r")
             if array.ndim != 4 or array.shape[1] != 3 or array.dtype != np.uint8:
                 raise IkdError(f"{npy}: expected uint8 [N,3,S,S], found {array.dtype} {list(array.shape)}")
-        return cls(src_flat, src_offsets, tgt_flat, tgt_offsets, array, vocab.eos, f"{pair_dir}/{split}")
+        return cls(src_flat, src_offsets, tgt_flat, tgt_offsets, array, vocab.eos, f"{pair.root}/{split}")
 
     def __len__(self) -> int:
         return len(self.src_lens)

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from ikd.data.images import check_image_size
 from ikd.data.manifest import Staging, manifest_path, write_manifest
+from ikd.data.prepared import PreparedData
 from ikd.data.text import preprocess
 from ikd.errors import IkdError
 
@@ -262,6 +263,7 @@ def prepare_toy(
     Byte-for-byte reproducible for a seed; files already holding the right bytes are left untouched.
     """
     out_dir = Path(out_dir)
+    prepared = PreparedData.at(out_dir)
     check_image_size(image_size)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for split, n in sizes.items():
@@ -286,8 +288,8 @@ def prepare_toy(
                     "names": f"images/{split}.names",
                     "count": n,
                     "size": image_size,
-                    "sha256": stage.bytes(out_dir / "images" / f"{split}.npy", _npy_bytes(images)),
-                    "names_sha256": stage.lines(out_dir / "images" / f"{split}.names", names),
+                    "sha256": stage.bytes(prepared.default_images(split), _npy_bytes(images)),
+                    "names_sha256": stage.lines(prepared.default_names(split), names),
                 },
                 "dropped_lines": [],
             }

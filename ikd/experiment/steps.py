@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ikd.data.prepared import PreparedData
 from ikd.errors import IkdError
 from ikd.experiment.layout import (
     FAILED,
@@ -336,7 +337,7 @@ def _score(exp: Experiment, system: System, run_dir: Path, split: str, hyps: lis
 
     ev = exp.spec.evaluate
     tgt = system.recipe.data.tgt
-    ref_path = system.eval_data / "text" / f"{split}.{tgt}"
+    ref_path = PreparedData.at(system.eval_data).text(split, tgt)
     refs = read_lines(ref_path, allow_empty=True)
     check_lengths(hyps, refs, str(hyp_path(run_dir, split, tgt)), str(ref_path))
     old = read_json(score_path(run_dir, split)) or {}

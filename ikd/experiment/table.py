@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ikd.data.prepared import PreparedData
 from ikd.errors import IkdError
 from ikd.evaluation.runs import mean_std
 from ikd.experiment.layout import check_identity, read_json, write_json
@@ -193,7 +194,7 @@ def _significance(exp: Experiment, rows: list[Row], columns: list[tuple[str, str
             hyps = _concatenated(exp, row.system, seeds, split)
             base_hyps = _concatenated(exp, base.system, seeds, split)
             system = exp.systems[row.system]
-            refs = read_lines(system.eval_data / "text" / f"{split}.{system.recipe.data.tgt}", allow_empty=True)
+            refs = read_lines(PreparedData.at(system.eval_data).text(split, system.recipe.data.tgt), allow_empty=True)
             refs = refs * len(seeds)
             digest = hashlib.sha256("\n".join([*hyps, "\0", *base_hyps, "\0", *refs]).encode()).hexdigest()
             key = f"{row.system}|{base.system}|{split}|{metric}|{ev.bootstrap_samples}|{ev.bootstrap_seed}|{digest}"

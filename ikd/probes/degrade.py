@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ikd.data.manifest import write_manifest
+from ikd.data.prepared import PreparedData
 from ikd.errors import IkdError
 from ikd.fileio import atomic_write_lines, read_lines, sha256_file
 
@@ -264,11 +265,6 @@ def kept_line_numbers(info: dict[str, Any]) -> list[int]:
     return [i for i in range(original_lines(info)) if i not in skip]
 
 
-def resolve_path(data_dir: Path, path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else data_dir / p
-
-
 def _relocate(data_dir: Path, out_dir: Path, path: str) -> tuple[str, Path]:
     """(the path string to store in the new manifest, where to write it now). Relative paths stay relative;
     absolute ones inside the old folder move to the new one."""
@@ -331,7 +327,7 @@ def degrade_folder(
             info = manifest["splits"][split]
             new_info = new["splits"][split]
             for text_lang, entry in info["langs"].items():
-                src_path = resolve_path(data_dir, entry["path"])
+                src_path = PreparedData.at(data_dir).resolve(entry["path"])
                 stored, _ = _relocate(data_dir, out_dir, entry["path"])
                 _, dst = _relocate(data_dir, tmp, entry["path"])
                 if text_lang == lang:
@@ -352,7 +348,7 @@ def degrade_folder(
                     if images.get(key):
                         stored, _ = _relocate(data_dir, out_dir, images[key])
                         _, dst = _relocate(data_dir, tmp, images[key])
-                        _link_or_copy(resolve_path(data_dir, images[key]), dst)
+                        _link_or_copy(PreparedData.at(data_dir).resolve(images[key]), dst)
                         new_info["images"][key] = stored
         total = MaskCount()
         for count in counts.values():

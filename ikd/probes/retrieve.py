@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ikd.data.prepared import PreparedData
 from ikd.errors import IkdError
 from ikd.inference.loading import load_for_inference
 from ikd.inference.source import SourceEncoder, pad_batch
@@ -115,19 +116,20 @@ def read_source(data_dir: Path, split: str, loaded: Any, warn: Callable[[str], N
     from ikd.fileio import read_lines
 
     src, tgt, vocab = loaded.src, loaded.tgt, loaded.vocab
-    pair = data_dir / f"{src}-{tgt}"
-    bpe_path = pair / f"{split}.bpe.{src}"
+    data = PreparedData.at(data_dir)
+    pair = data.pair(src, tgt)
+    bpe_path = pair.bpe(split, src)
     if bpe_path.is_file():
-        if (pair / "vocab.txt").is_file():
-            folder_vocab = Vocabulary.load(pair / "vocab.txt")
+        if pair.vocab.is_file():
+            folder_vocab = Vocabulary.load(pair.vocab)
             if folder_vocab.fingerprint() != vocab.fingerprint():
                 raise IkdError(
-                    f"{pair / 'vocab.txt'}: not the checkpoint's vocabulary ({len(folder_vocab)} vs {len(vocab)} "
+                    f"{pair.vocab}: not the checkpoint's vocabulary ({len(folder_vocab)} vs {len(vocab)} "
                     "tokens): this data was segmented with other BPE codes than the model was trained on"
                 )
         mode, read_from = "bpe", bpe_path
     else:
-        text_path = data_dir / "text" / f"{split}.{src}"
+        text_path = data.text(split, src)
         if not text_path.is_file():
             raise IkdError(f"{bpe_path}: not found (nor {text_path}); is '{split}' a split of {data_dir}?")
         mode, read_from = "tokenized", text_path
@@ -219,7 +221,7 @@ def retrieve(
         keys = load_feature_file(features, pool, model.feature_shape)
         source = str(features)
     else:
-        npy = data_dir / "images" / f"{split}.npy"
+        npy = PreparedData.at(data_dir).images(split) or PreparedData.at(data_dir).default_images(split)
         if not npy.is_file():
             raise IkdError(
                 f"split '{split}' of {data_dir} has no images ({npy} not found): prepare it with --images, "

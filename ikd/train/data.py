@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ikd.data.bpe import DEFAULT_GLOSSARIES, check_current, read_bpe_vocab
 from ikd.data.dataset import BatchDataset, ParallelData, batch_indices
-from ikd.data.manifest import read_manifest_or_none
+from ikd.data.prepared import PreparedData
 from ikd.data.vocab import Vocabulary
 from ikd.errors import IkdError
 from ikd.fileio import read_lines
@@ -57,17 +57,6 @@ class RunData:
     bpe_glossaries: tuple[str, ...] = DEFAULT_GLOSSARIES  # tokens `ikd bpe` never split (the mask token)
 
 
-def _has_images(data_dir: Path, split: str) -> bool:
-    """Whether the prepared split has its image array (where the manifest says, else images/SPLIT.npy)."""
-    manifest = read_manifest_or_none(data_dir)
-    if manifest is None:
-        return (data_dir / "images" / f"{split}.npy").is_file()
-    entry = (manifest["splits"].get(split) or {}).get("images")
-    if not entry or not entry.get("path"):
-        return False
-    path = Path(entry["path"])
-    return (path if path.is_absolute() else data_dir / path).is_file()
-
 
 def _filter(name: str, data: ParallelData, max_len: int, skip: bool, path: Path) -> tuple[SplitData, int]:
     src_lens, tgt_lens = np.asarray(data.src_lens), np.asarray(data.tgt_lens)
@@ -88,36 +77,37 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
     missing and which recipe keys change the requirement."""
     cfg = recipe.data
     data_dir = Path(cfg.dir)
-    pair = data_dir / f"{cfg.src}-{cfg.tgt}"
+    data = PreparedData.at(data_dir)
+    pair = data.pair(cfg.src, cfg.tgt)
     if not data_dir.is_dir():
         raise IkdError(f"{recipe_source}: data.dir {data_dir} is not a folder (run `ikd prepare` and `ikd bpe`)")
-    vocab_path = pair / "vocab.txt"
+    vocab_path = pair.vocab
     if not vocab_path.is_file():
         raise IkdError(f"{vocab_path}: vocabulary not found (run `ikd bpe` on {data_dir} for {cfg.src}-{cfg.tgt})")
-    codes_path = pair / "bpe.codes"
+    codes_path = pair.codes
     bpe_state = check_current(data_dir, cfg.src, cfg.tgt) if codes_path.is_file() else {}
     vocab = Vocabulary.load(vocab_path)
     bpe_codes = codes_path.read_text(encoding="utf-8") if codes_path.is_file() else ""
     bpe_vocab = {
-        lang: read_bpe_vocab(pair / f"bpe.vocab.{lang}")
+        lang: read_bpe_vocab(pair.bpe_vocab(lang))
         for lang in (cfg.src, cfg.tgt)
-        if (pair / f"bpe.vocab.{lang}").is_file()
+        if pair.bpe_vocab(lang).is_file()
     }
 
     images = needs_images(recipe)
-    if images and not _has_images(data_dir, cfg.train_split):
+    if images and not data.has_images(cfg.train_split):
         raise IkdError(
             f"{data_dir}: split '{cfg.train_split}' has no images (images/{cfg.train_split}.npy), but recipe "
             f"{recipe_source} distils from images; for a text-only run set model.text_only=true "
             "(or kd.lambda_irm=0 and kd.lambda_iam=0), or prepare the data with its images"
         )
     train = ParallelData.load(data_dir, cfg.src, cfg.tgt, cfg.train_split, vocab, images=images)
-    valid_images = images and _has_images(data_dir, cfg.valid_split)
+    valid_images = images and data.has_images(cfg.valid_split)
     valid = ParallelData.load(data_dir, cfg.src, cfg.tgt, cfg.valid_split, vocab, images=valid_images)
-    train_split, dropped = _filter(cfg.train_split, train, cfg.max_len, cfg.skip_overlong, pair)
+    train_split, dropped = _filter(cfg.train_split, train, cfg.max_len, cfg.skip_overlong, pair.root)
     if dropped:
         report(f"dropped {dropped} over-long pairs (> data.max_len={cfg.max_len}) from '{cfg.train_split}'")
-    valid_split, vdropped = _filter(cfg.valid_split, valid, cfg.max_len, cfg.skip_overlong, pair)
+    valid_split, vdropped = _filter(cfg.valid_split, valid, cfg.max_len, cfg.skip_overlong, pair.root)
     if vdropped:
         report(f"dropped {vdropped} over-long pairs (> data.max_len={cfg.max_len}) from '{cfg.valid_split}'")
     if recipe.train.valid_max_sentences > 0:
@@ -127,7 +117,7 @@ def load_run_data(recipe: Recipe, recipe_source: str, report=print) -> RunData:
     if len(train_split.keep) == 0:
         raise IkdError(f"{data_dir}: split '{cfg.train_split}' has no usable sentence pairs")
 
-    ref_path = data_dir / "text" / f"{cfg.valid_split}.{cfg.tgt}"
+    ref_path = data.text(cfg.valid_split, cfg.tgt)
     if ref_path.is_file():
         lines = read_lines(ref_path, allow_empty=True)
         refs = [lines[i] for i in valid_split.keep] if len(lines) == len(valid) else None
