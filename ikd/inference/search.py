@@ -118,6 +118,9 @@ def beam_search(
 
     enc = search_view(model.encode(src))
     state = model.new_decoder_state()
+    # States that keep the encoder side per sentence (DecoderState) are expanded and pruned per sentence;
+    # others get every row, encoder output included.
+    shared = hasattr(state, "expand_beams") and hasattr(state, "select_sentences")
     expand = torch.arange(n_sent, device=device).repeat_interleave(k)
 
     # Finished hypotheses per original sentence; slot k is a dump for candidates that are not kept,
@@ -138,24 +141,30 @@ def beam_search(
         n_act = sent.numel()
         if step == 0:
             # The beams of a sentence are identical before the first token: decode one row per sentence
-            # (its cross-attention keys/values are computed once), then expand state and encoder output.
+            # (its cross-attention keys/values are computed once), then expand the state to k rows each.
             logits = model.decode(tokens[::k, -1:], enc, state)[:, -1, :].float().repeat_interleave(k, dim=0)
-            state.reorder(expand)
-            enc = enc.index_select(expand)
+            if shared:
+                state.expand_beams(k)
+            else:
+                state.reorder(expand)
+                enc = enc.index_select(expand)
         else:
             logits = model.decode(tokens[:, -1:], enc, state)[:, -1, :].float()
         vocab = logits.size(-1)
-        # scores + log_softmax(logits) in one pass over [N, V]: logits + (scores - logsumexp(logits))
-        cand = logits.add_((scores - torch.logsumexp(logits, dim=-1))[:, None])
+        lprobs = torch.log_softmax(logits, dim=-1)
         force = None
         if step > 0 and step >= int(maxlen_cpu.min()):
             force = (maxlen <= step).repeat_interleave(k)
-        _mask_specials(cand, step, pad, bos, eos, force)
+        _mask_specials(lprobs, step, pad, bos, eos, force)
 
-        n_cand = min(2 * k, k * vocab)
-        cand_scores, cand_idx = cand.view(n_act, k * vocab).topk(n_cand, dim=1)
-        cand_beam = torch.div(cand_idx, vocab, rounding_mode="floor")
-        cand_tok = cand_idx - cand_beam * vocab
+        # The best 2k of a sentence's k*V candidates are among the best 2k of each beam's row (a row's
+        # candidates share its score): rank rows first, then the k*2k survivors, not all k*V.
+        per_row = min(2 * k, vocab)
+        row_lp, row_tok = lprobs.topk(per_row, dim=1)
+        n_cand = min(2 * k, k * per_row)
+        cand_scores, cand_idx = (row_lp + scores[:, None]).view(n_act, k * per_row).topk(n_cand, dim=1)
+        cand_beam = torch.div(cand_idx, per_row, rounding_mode="floor")
+        cand_tok = row_tok.view(n_act, k * per_row).gather(1, cand_idx)
         cand_eos = cand_tok.eq(eos)
         row_base = torch.arange(n_act, device=device)[:, None] * k
 
@@ -192,8 +201,11 @@ def beam_search(
             rows, new_tok, new_scores = rows[keep].view(-1), new_tok[keep], new_scores[keep]
             sent = sent[keep]
             maxlen, maxlen_cpu = maxlen[keep], maxlen_cpu[keep_cpu]
-            enc = enc.index_select((keep[:, None] * k + beam_ids).view(-1))
-            state.reorder(rows)
+            if shared:
+                state.select_sentences(keep, rows)
+            else:
+                enc = enc.index_select((keep[:, None] * k + beam_ids).view(-1))
+                state.reorder(rows)
         else:
             rows = rows.view(-1)
             reorder_within_sentences(state, rows)
@@ -252,8 +264,11 @@ def greedy_search(
             keep_cpu = (~ended_cpu).nonzero().squeeze(1)
             keep = keep_cpu.to(device)
             sent, tok, maxlen, maxlen_cpu = sent[keep], tok[keep], maxlen[keep], maxlen_cpu[keep_cpu]
-            enc = enc.index_select(keep)
-            state.reorder(keep)
+            if hasattr(state, "select_sentences"):
+                state.select_sentences(keep, keep)
+            else:
+                enc = enc.index_select(keep)
+                state.reorder(keep)
         last = tok[:, None]
     result = []
     for row in out.cpu().tolist():
