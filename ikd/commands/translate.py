@@ -48,7 +48,13 @@ def _stdout_writer():
 def register(app: typer.Typer) -> None:
     @app.command("translate")
     def translate(
-        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A checkpoint written by `ikd train`."),
+        checkpoint: list[Path] = typer.Option(
+            ...,
+            "--checkpoint",
+            "-c",
+            help="A checkpoint written by `ikd train` or a folder from `ikd export`; repeat it to decode with the "
+            "ensemble of several models (mean of their probabilities; one vocabulary).",
+        ),
         input: Path = typer.Option(None, "--input", "-i", help="Input file (default: stdin)."),
         output: Path = typer.Option(
             None, "--output", "-o", help="Output file (default: stdout).", callback=output_file
@@ -88,7 +94,8 @@ def register(app: typer.Typer) -> None:
         Moses-tokenised like Multi30K's lc.norm.tok files, then BPE'd with the checkpoint's codes. Lines are
         translated in length-sorted batches and written in input order; an empty line gives an empty line."""
         from ikd.console import make_console
-        from ikd.inference.loading import decoding_threads, load_for_inference
+        from ikd.inference.ensemble import load_ensemble
+        from ikd.inference.loading import decoding_threads
         from ikd.inference.translator import SearchOptions, Translator
 
         if tokenized and bpe:
@@ -105,7 +112,7 @@ def register(app: typer.Typer) -> None:
             from ikd.data.vocab import Vocabulary
 
             expected = Vocabulary.load(vocab)
-        loaded = load_for_inference(checkpoint, device, expected_vocab=expected, amp=amp)
+        loaded = load_ensemble(checkpoint, device, expected_vocab=expected, amp=amp)
         translator = Translator(
             loaded,
             options,

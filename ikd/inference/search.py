@@ -61,6 +61,14 @@ def search_view(enc):
     return enc
 
 
+def new_search_state(model):
+    """The model's decoder state, told (when it can be) to return each step's logits in a reused buffer."""
+    state = model.new_decoder_state()
+    if hasattr(state, "reuse_logits"):
+        state.reuse_logits = True
+    return state
+
+
 def reorder_within_sentences(state, rows: Tensor) -> None:
     """Beam reordering that keeps every sentence's rows in its own block: only the per-step caches (self-
     attention keys/values) change. Per-sentence caches (cross-attention keys/values, the source mask) are
@@ -85,6 +93,24 @@ def _mask_specials(lprobs: Tensor, step: int, pad: int, bos: int, eos: int, forc
         lprobs.masked_fill_(force[:, None], NEG_INF)
         lprobs[:, eos] = eos_col
     return lprobs
+
+
+def row_topk(x: Tensor, k: int, groups_of: int = 8) -> tuple[Tensor, Tensor]:
+    """The k largest values of each row of x [N, V] and their columns, as x.topk(k, dim=1).
+
+    Two stages, for large V: the maxima of strided column groups (column j + i*G, i < groups_of, in group j)
+    in one vectorised pass, then the exact top k among the columns of the k groups with the largest maxima
+    (a row's top k lie in at most k groups, and those groups' maxima are among the k largest). Ties among
+    equal values may come in another order than topk's."""
+    n, v = x.shape
+    g = v // groups_of
+    if v % groups_of or g < 4 * k:
+        return x.topk(k, dim=1)
+    best_groups = x.view(n, groups_of, g).amax(dim=1).topk(k, dim=1).indices  # [N, k]
+    offsets = torch.arange(0, v, g, device=x.device)
+    cols = (best_groups[:, None, :] + offsets[None, :, None]).view(n, groups_of * k)
+    values, pos = x.gather(1, cols).topk(k, dim=1)
+    return values, cols.gather(1, pos)
 
 
 @torch.no_grad()
@@ -117,7 +143,7 @@ def beam_search(
     horizon = int(maxlen_cpu.max())
 
     enc = search_view(model.encode(src))
-    state = model.new_decoder_state()
+    state = new_search_state(model)
     # States that keep the encoder side per sentence (DecoderState) are expanded and pruned per sentence;
     # others get every row, encoder output included.
     shared = hasattr(state, "expand_beams") and hasattr(state, "select_sentences")
@@ -151,7 +177,7 @@ def beam_search(
         else:
             logits = model.decode(tokens[:, -1:], enc, state)[:, -1, :].float()
         vocab = logits.size(-1)
-        lprobs = torch.log_softmax(logits, dim=-1)
+        lprobs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: no new [N, V] tensor per step
         force = None
         if step > 0 and step >= int(maxlen_cpu.min()):
             force = (maxlen <= step).repeat_interleave(k)
@@ -160,7 +186,7 @@ def beam_search(
         # The best 2k of a sentence's k*V candidates are among the best 2k of each beam's row (a row's
         # candidates share its score): rank rows first, then the k*2k survivors, not all k*V.
         per_row = min(2 * k, vocab)
-        row_lp, row_tok = lprobs.topk(per_row, dim=1)
+        row_lp, row_tok = row_topk(lprobs, per_row)
         n_cand = min(2 * k, k * per_row)
         cand_scores, cand_idx = (row_lp + scores[:, None]).view(n_act, k * per_row).topk(n_cand, dim=1)
         cand_beam = torch.div(cand_idx, per_row, rounding_mode="floor")
@@ -245,7 +271,7 @@ def greedy_search(
     maxlen_cpu = maxlen.cpu()
     horizon = int(maxlen_cpu.max())
     enc = search_view(model.encode(src))
-    state = model.new_decoder_state()
+    state = new_search_state(model)
     out = torch.full((n_sent, horizon + 1), eos, dtype=torch.long, device=device)
     sent = torch.arange(n_sent, device=device)
     last = torch.full((n_sent, 1), eos, dtype=torch.long, device=device)

@@ -75,9 +75,14 @@ class Embeddings(nn.Module):
         x = x + pos[None] * tokens.ne(self.pad)[..., None].to(x.dtype)
         return self.dropout(x)
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Tied output projection: x [..., d] -> logits [..., V]."""
-        return F.linear(x, self.embed.weight)
+    def logits(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """Tied output projection: x [..., d] -> logits [..., V], written into `out` [prod(...), V] when
+        given (a reused buffer: a fresh [N, V] tensor per decoding step costs more in page faults than
+        the matmul itself)."""
+        if out is None:
+            return F.linear(x, self.embed.weight)
+        flat = x.reshape(-1, x.size(-1))
+        return torch.mm(flat, self.embed.weight.t(), out=out).view(*x.shape[:-1], out.size(-1))
 
 
 class Attention(nn.Module):
@@ -269,6 +274,8 @@ class DecoderState:
     rows: int = 0
     kv: Tensor | None = None
     spare: Tensor | None = None
+    logits: Tensor | None = None
+    reuse_logits: bool = False  # search sets it: decode then returns logits in `logits`, overwritten next step
 
     @classmethod
     def empty(cls, layers: int) -> DecoderState:
@@ -313,6 +320,13 @@ class DecoderState:
             src = self.kv[:t, :, :, : self.rows].view(-1, self.rows, d)
             torch.index_select(src, 1, index, out=target[:t, :, :, :n_new].view(-1, n_new, d))
         self.kv, self.spare, self.rows = target, spare, n_new
+
+    def output_buffer(self, rows: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A [rows, width] buffer for this step's logits, reused across steps (valid until the next step)."""
+        buf = self.logits
+        if buf is None or buf.numel() < rows * width or buf.dtype != dtype or buf.device != device:
+            self.logits = buf = torch.empty(rows * width, dtype=dtype, device=device)
+        return buf[: rows * width].view(rows, width)
 
     # ------------------------------------------------------------------ reordering
     def reorder(self, index: Tensor) -> DecoderState:
