@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ikd.commands import analyze, bpe, degrade, evaluate, prepare, retrieve, train, translate
+from ikd.commands import analyze, bpe, degrade, evaluate, export, prepare, retrieve, train, translate
 from ikd.errors import IkdError
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-for module in (prepare, bpe, train, translate, evaluate, retrieve, degrade, analyze):
+for module in (prepare, bpe, train, translate, evaluate, retrieve, degrade, analyze, export):
     module.register(app)
 
 

@@ -35,6 +35,21 @@ def require_ctranslate2():
     return ctranslate2
 
 
+MULTIMODAL = (
+    "an IKD (multimodal) model cannot be converted to CTranslate2: its encoder reads pseudo-tokens generated "
+    "from the source text, which a CTranslate2 Transformer has no place for; only text-only models "
+    "(model.text_only: true) can be"
+)
+
+
+def unsupported(recipe: dict | None) -> str | None:
+    """Why a checkpoint's recipe (a dict) cannot be converted, or None when it can."""
+    model = (recipe or {}).get("model", {})
+    if not model.get("text_only", False):
+        return MULTIMODAL
+    return None
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float32).cpu().contiguous().numpy().copy()
 
@@ -62,11 +77,7 @@ def build_spec(model, vocab_tokens: list[str], source: str = "checkpoint"):
     from ctranslate2.specs import transformer_spec
 
     if not model.text_only:
-        raise IkdError(
-            f"{source}: an IKD (multimodal) model cannot be converted to CTranslate2: its encoder reads "
-            "pseudo-tokens generated from the source text, which a CTranslate2 Transformer has no place for; "
-            "only text-only models (model.text_only: true) can be"
-        )
+        raise IkdError(f"{source}: {MULTIMODAL}")
     del ctranslate2
     enc_layers, dec_layers = model.encoder.layers, model.decoder.layers
     pre_norm = enc_layers[0].pre_norm

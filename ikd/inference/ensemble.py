@@ -82,9 +82,8 @@ class Ensemble(nn.Module):
     def decode(self, tgt_in: Tensor, enc: EnsembleEncoderOutput, state=None) -> Tensor:
         """tgt_in [N, U] -> log mean probability [N, U, V] (fp32)."""
         states = state.states if state is not None else [None] * len(self.models)
-        lprobs = [
-            torch.log_softmax(m.decode(tgt_in, e, s).float(), dim=-1) for m, e, s in zip(self.models, enc.outputs, states)
-        ]
+        members = zip(self.models, enc.outputs, states)
+        lprobs = [torch.log_softmax(m.decode(tgt_in, e, s).float(), dim=-1) for m, e, s in members]
         if len(lprobs) == 1:
             return lprobs[0]
         return torch.logsumexp(torch.stack(lprobs), dim=0) - math.log(len(lprobs))

@@ -14,6 +14,7 @@ import torch
 from ikd.checkpoint import load_checkpoint
 from ikd.data.vocab import SPECIALS, Vocabulary
 from ikd.errors import IkdError
+from ikd.export.package import read_package
 from ikd.recipe import Recipe, recipe_from_dict
 
 
@@ -114,7 +115,7 @@ def load_for_inference(
     from ikd.train.step import amp_dtype
 
     path = Path(path)
-    payload = load_checkpoint(path)
+    payload = read_package(path) if path.is_dir() else load_checkpoint(path)
     for key in ("model", "recipe", "vocab", "src", "tgt"):
         if key not in payload:
             raise IkdError(f"{path}: checkpoint has no '{key}' entry")

@@ -189,8 +189,8 @@ class IKDModel(nn.Module):
 
     def decode(self, tgt_in: Tensor, enc: EncoderOutput, state: DecoderState | None = None) -> Tensor:
         """tgt_in [B, U] -> logits [B, U, V]. With a state, tgt_in holds only the new token(s); cached
-        keys/values are used and extended, positions continue from state.length; with state.reuse_logits (search) the logits
-        are a buffer of the state that the next call overwrites. Incremental decoding (search)
+        keys/values are used and extended, positions continue from state.length; with state.reuse_logits
+        (search) the logits are a buffer of the state that the next call overwrites. Incremental decoding (search)
         projects to the vocabulary in fp32 even under autocast: bf16 logits would tie close candidates and
         make GPU translations differ from fp32 ones."""
         start = 0 if state is None else state.length
