@@ -129,8 +129,11 @@ def decoding(args) -> None:
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; best of {args.repeats}"
     )
     print(FINDINGS)
-    print("| beam | threads | ikd sentences/s | CTranslate2 sentences/s | ikd / CTranslate2 | identical 1-best |")
-    print("|---|---|---|---|---|---|", flush=True)
+    print(
+        "| beam | threads | ikd sentences/s | CTranslate2 sentences/s | ikd / CTranslate2 | identical 1-best "
+        "| output tokens, mean / max |"
+    )
+    print("|---|---|---|---|---|---|---|", flush=True)
     for beam, threads in SETTINGS:
         torch.set_num_threads(threads)
         translator = ctranslate2.Translator(str(ct2_dir), device="cpu", intra_threads=threads, inter_threads=1)
@@ -146,7 +149,7 @@ def decoding(args) -> None:
         n = len(items)
         print(
             f"| {beam} | {threads} | {n / best_ikd:.1f} | {n / best_ct2:.1f} | {best_ct2 / best_ikd:.2f}x | "
-            f"{same}/{n} |",
+            f"{same}/{n} | {sum(map(len, ours)) / n:.1f} / {max(map(len, ours))} |",
             flush=True,
         )
         del translator

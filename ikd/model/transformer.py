@@ -292,8 +292,8 @@ class DecoderState:
             return
         if rows != self.rows:
             raise ValueError(f"the decoder state holds {self.rows} rows but the input has {rows}")
-        if need > self.kv.size(0):
-            shape = (2 * need, *self.kv.shape[1:])
+        if need > self.kv.size(0):  # grow in time; allocate only the rows still in use
+            shape = (2 * need, self.layers, 2, rows, self.kv.size(4))
             kv = self.kv.new_empty(shape)
             kv[: self.length, :, :, :rows] = self.kv[: self.length, :, :, :rows]
             self.kv, self.spare = kv, kv.new_empty(shape)
@@ -310,7 +310,9 @@ class DecoderState:
         if self.kv is None:
             return
         t, n_new = self.length, index.numel()
-        if n_new > self.kv.size(3):  # more rows than allocated (beam expansion): new buffers
+        if n_new > self.kv.size(3) or 4 * n_new <= self.kv.size(3):
+            # more rows than allocated (beam expansion), or few left: buffers of the new size keep the
+            # rows in use close together
             target = self.kv.new_empty((self.kv.size(0), self.layers, 2, n_new, self.kv.size(4)))
             spare = target.new_empty(target.shape)
         else:
