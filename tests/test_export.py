@@ -146,7 +146,7 @@ def test_export_errors(ikd_random_checkpoint: Path, tmp_path: Path, capsys) -> N
         export_checkpoint(ikd_random_checkpoint, tmp_path / "y", "onnx")
     not_pkg = tmp_path / "empty_dir"
     not_pkg.mkdir()
-    with pytest.raises(IkdError, match="empty_dir: is a folder but not an ikd package"):
+    with pytest.raises(IkdError, match="empty_dir: is a folder, not a checkpoint file nor an ikd package"):
         load_for_inference(not_pkg, "cpu")
     pytest.importorskip("ctranslate2", reason=NO_CT2)
     with pytest.raises(IkdError, match="IKD \\(multimodal\\) model cannot be converted to CTranslate2"):

@@ -100,8 +100,10 @@ def read_package(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     if not (path / CONFIG).is_file():
-        hint = "; a run folder holds checkpoint_*.pt files" if any(path.glob("checkpoint_*.pt")) else ""
-        raise IkdError(f"{path}: is a folder but not an ikd package (no {CONFIG}){hint}")
+        hint = ""
+        if any(path.glob("checkpoint_*.pt")):
+            hint = "; a run folder holds checkpoint_average.pt, checkpoint_best.pt and checkpoint_last.pt"
+        raise IkdError(f"{path}: is a folder, not a checkpoint file nor an ikd package (no {CONFIG}){hint}")
     try:
         config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
