@@ -179,3 +179,29 @@ def test_ctranslate2_beam5_equals_ikd(text_checkpoint: Path, toy_data: Path, tmp
     theirs = [r.hypotheses[0] for r in results]
     assert theirs == ours
     assert len(set(map(tuple, ours))) > 5  # real, varied translations
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_ctranslate2_token_log_probabilities_equal_ikd(norm: str, tmp_path: Path) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2", reason=NO_CT2)
+    from ikd.export.ctranslate2 import save_ctranslate2
+    from ikd.model import build_model
+
+    r = Recipe()
+    r.model.d_model, r.model.heads, r.model.ffn = 32, 4, 64
+    r.model.encoder_layers, r.model.decoder_layers = 2, 3
+    r.model.norm, r.model.text_only, r.model.dropout = norm, True, 0.0
+    torch.manual_seed(3)
+    model = build_model(r, 40).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # non-trivial norms and biases
+            p.add_(0.1 * torch.randn_like(p))
+    tokens = ["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(36)]
+    save_ctranslate2(model, tokens, tmp_path / "ct2")
+    translator = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
+    src, tgt = [5, 9, 17, 33, 2], [12, 7, 7, 30, 4, 21]  # a target longer than the source: positions count
+    scored = translator.score_batch([[tokens[i] for i in src]], [[tokens[i] for i in tgt]])[0].log_probs
+    with torch.no_grad():
+        logits = model.decode(torch.tensor([[2, *tgt]]), model.encode(torch.tensor([src])))
+    ours = torch.log_softmax(logits[0], dim=-1).gather(1, torch.tensor(tgt + [2])[:, None]).squeeze(1)
+    assert scored == pytest.approx(ours.tolist(), abs=1e-4)
