@@ -178,7 +178,8 @@ class FeedForward(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.activation_dropout(F.relu(self.fc1(x))))
+        h = F.relu(self.fc1(x))
+        return self.fc2(self.activation_dropout(h) if self.training else h)
 
 
 class EncoderLayer(nn.Module):
@@ -275,6 +276,7 @@ class DecoderState:
     kv: Tensor | None = None
     spare: Tensor | None = None
     logits: Tensor | None = None
+    _cross_bias: Tensor | None = None
     reuse_logits: bool = False  # search sets it: decode then returns logits in `logits`, overwritten next step
 
     @classmethod
@@ -361,6 +363,14 @@ class DecoderState:
         self._select_cross(keep)
         return self
 
+    def cross_bias(self, dtype: torch.dtype) -> Tensor:
+        """The encoder key mask as an additive bias [S, 1, 1, L] (0 / -inf): one add per attention call."""
+        bias = self._cross_bias
+        if bias is None or bias.dtype != dtype or bias.size(0) != self.cross_mask.size(0):
+            zeros = torch.zeros(self.cross_mask.shape, dtype=dtype, device=self.cross_mask.device)
+            self._cross_bias = bias = zeros.masked_fill_(~self.cross_mask, float("-inf"))
+        return bias
+
     def _select_cross(self, index: Tensor) -> None:
         for cache in (self.cross_k, self.cross_v):
             for i, t in enumerate(cache):
@@ -368,6 +378,8 @@ class DecoderState:
                     cache[i] = t.index_select(0, index)
         if self.cross_mask is not None:
             self.cross_mask = self.cross_mask.index_select(0, index)
+        if self._cross_bias is not None:
+            self._cross_bias = self._cross_bias.index_select(0, index)
 
 
 def _heads_time_major(x: Tensor, heads: int) -> Tensor:
@@ -376,13 +388,18 @@ def _heads_time_major(x: Tensor, heads: int) -> Tensor:
     return x.view(t, n, heads, d // heads).permute(1, 2, 0, 3)
 
 
-def _attend_small(attn: Attention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+def _attend_small(
+    attn: Attention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
     """Attention for a few queries per row (incremental decoding), as two batched matmuls: for one query,
     the fused SDPA kernel spends more on tiling than on arithmetic. q [B, h, Lq, dh], k/v [B, h, Lk, dh],
-    mask bool broadcastable to [B, h, Lq, Lk] (True = attend) -> [B, Lq, d]."""
-    scores = torch.matmul(q, k.transpose(-2, -1)) * attn.head_dim**-0.5
+    mask bool broadcastable to [B, h, Lq, Lk] (True = attend), or bias: the same as 0 / -inf to add
+    -> [B, Lq, d]."""
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(attn.head_dim**-0.5)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
+    if bias is not None:
+        scores = scores.add_(bias)
     out = torch.matmul(scores.softmax(dim=-1), v)
     return attn.out_proj(out.transpose(1, 2).flatten(2))
 
@@ -402,7 +419,7 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def _residual(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
-        x = x + self.dropout(y)
+        x = x + (self.dropout(y) if self.training else y)  # eval: no call per sublayer and step
         return x if self.pre_norm else norm(x)
 
     def forward(
@@ -437,7 +454,7 @@ class DecoderLayer(nn.Module):
         # the rows of a sentence's beams are consecutive: stack their queries against the shared keys
         s = ck.size(0)
         q = self.cross_attn.project_q(h.reshape(s, (n // s) * u, d))
-        a = _attend_small(self.cross_attn, q, ck, cv, state.cross_mask).view(n, u, d)
+        a = _attend_small(self.cross_attn, q, ck, cv, bias=state.cross_bias(q.dtype)).view(n, u, d)
         x = self._residual(x, a, self.cross_attn_norm)
 
         h = self.ffn_norm(x) if self.pre_norm else x
