@@ -142,6 +142,11 @@ def test_export_errors(ikd_random_checkpoint: Path, tmp_path: Path, capsys) -> N
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(IkdError, match="busy: is a folder with other files"):
         export_checkpoint(ikd_random_checkpoint, busy)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(IkdError, match="foreign: is a folder with other files"):
+        export_checkpoint(ikd_random_checkpoint, foreign)
     with pytest.raises(IkdError, match="--format 'onnx'"):
         export_checkpoint(ikd_random_checkpoint, tmp_path / "y", "onnx")
     not_pkg = tmp_path / "empty_dir"
@@ -161,6 +166,7 @@ def test_ctranslate2_beam5_equals_ikd(text_checkpoint: Path, toy_data: Path, tmp
 
     out = tmp_path / "ct2"
     assert export_checkpoint(text_checkpoint, out, "ctranslate2")["checked"] == 8
+    export_checkpoint(text_checkpoint, out, "ctranslate2")  # an earlier export is replaced
     assert {"model.bin", "config.json", "shared_vocabulary.json", "ikd.json", "bpe.codes"} <= {
         p.name for p in out.iterdir()
     }

@@ -142,11 +142,22 @@ def read_package(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def _is_earlier_export(folder: Path) -> bool:
+    """A folder `ikd export` wrote: a package (its config.json) or a CTranslate2 export (its ikd.json)."""
+    for name, fmt in ((CONFIG, PACKAGE_FORMAT), ("ikd.json", "ikd-ctranslate2-1")):
+        try:
+            if json.loads((folder / name).read_text(encoding="utf-8")).get("format") == fmt:
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
 def check_out_dir(out: Path) -> None:
-    """--out must be a new or empty folder, or a previous export of the same kind (replaced)."""
+    """--out must be a new or empty folder, or an earlier export (replaced)."""
     if out.exists() and not out.is_dir():
         raise IkdError(f"{out}: is a file; --out names a folder to create")
-    if out.is_dir() and any(out.iterdir()) and not (out / CONFIG).is_file():
+    if out.is_dir() and any(out.iterdir()) and not _is_earlier_export(out):
         raise IkdError(f"{out}: is a folder with other files in it; give a new or empty folder")
 
 

@@ -4,9 +4,11 @@
 
 Every sentence of the batch and every beam is one row of [B*beam, ...] tensors. The encoder runs once per
 batch; the first decoder step runs once per sentence (all its beams are still identical), after which the
-encoder output and the decoder state are expanded with `index_select`. The decoder state caches past
-keys/values and is reordered per step, so nothing is recomputed. Sentences that are done leave the active
-batch.
+decoder state is expanded to the beams. A state with `expand_beams`/`select_sentences` (ikd's DecoderState)
+keeps the encoder side per sentence, so the encoder output is never copied per beam; other states get every
+row, encoder output included (`index_select`). The decoder state caches past keys/values and is reordered
+per step, so nothing is recomputed; each step's logits come in a buffer the state reuses and are turned into
+log-probabilities in place. Sentences that are done leave the active batch.
 
 Conventions are fairseq's (the paper's decoder): the decoder starts from EOS; the score of a hypothesis is
 sum(log p) / len**lenpen with len counting the final EOS; a sentence is done once it has `beam` finished
