@@ -65,7 +65,7 @@ def _norm(spec, norm: torch.nn.LayerNorm) -> None:
     spec.beta = _np(norm.bias)
 
 
-def _ffn(spec, layer, pre_norm: bool) -> None:
+def _ffn(spec, layer) -> None:
     _norm(spec.layer_norm, layer.ffn_norm)
     _linear(spec.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
     _linear(spec.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
@@ -73,12 +73,11 @@ def _ffn(spec, layer, pre_norm: bool) -> None:
 
 def build_spec(model, vocab_tokens: list[str], source: str = "checkpoint"):
     """An ikd text-only IKDModel (eval mode) -> a validated ctranslate2 TransformerSpec with the vocabulary."""
-    ctranslate2 = require_ctranslate2()
+    require_ctranslate2()
     from ctranslate2.specs import transformer_spec
 
     if not model.text_only:
         raise IkdError(f"{source}: {MULTIMODAL}")
-    del ctranslate2
     enc_layers, dec_layers = model.encoder.layers, model.decoder.layers
     pre_norm = enc_layers[0].pre_norm
     heads = enc_layers[0].self_attn.heads
@@ -106,7 +105,7 @@ def build_spec(model, vocab_tokens: list[str], source: str = "checkpoint"):
         _norm(att.layer_norm, layer.self_attn_norm)
         _linear(att.linear[0], layer.self_attn.in_proj.weight, layer.self_attn.in_proj.bias)
         _linear(att.linear[1], layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias)
-        _ffn(layer_spec.ffn, layer, pre_norm)
+        _ffn(layer_spec.ffn, layer)
     for layer_spec, layer in zip(decoder.layer, dec_layers):
         att = layer_spec.self_attention
         _norm(att.layer_norm, layer.self_attn_norm)
@@ -117,7 +116,7 @@ def build_spec(model, vocab_tokens: list[str], source: str = "checkpoint"):
         _linear(cross.linear[0], w[:d], b[:d])
         _linear(cross.linear[1], w[d:], b[d:])
         _linear(cross.linear[2], layer.cross_attn.out_proj.weight, layer.cross_attn.out_proj.bias)
-        _ffn(layer_spec.ffn, layer, pre_norm)
+        _ffn(layer_spec.ffn, layer)
     if pre_norm:
         _norm(encoder.layer_norm, model.encoder.final_norm)
         _norm(decoder.layer_norm, model.decoder.final_norm)
