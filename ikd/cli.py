@@ -11,7 +11,19 @@ import sys
 import typer
 
 from ikd import __version__
-from ikd.commands import analyze, bpe, degrade, evaluate, experiment, prepare, recipes, retrieve, train, translate
+from ikd.commands import (
+    analyze,
+    bpe,
+    degrade,
+    evaluate,
+    experiment,
+    export,
+    prepare,
+    recipes,
+    retrieve,
+    train,
+    translate,
+)
 from ikd.errors import IkdError
 
 
@@ -45,6 +57,7 @@ COMMANDS = {
     "analyze": analyze,
     "recipes": recipes,
     "experiment": experiment,
+    "export": export,
 }
 
 

@@ -160,3 +160,56 @@ def test_argument_checks_and_empty_batch() -> None:
     empty = src[:0]
     assert beam_search(model, empty) == [] and greedy_search(model, empty) == []
     assert isinstance(beam_search(model, src, beam=2)[0][0], Hypothesis)
+
+
+def test_row_topk_equals_topk() -> None:
+    from ikd.inference.search import row_topk
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 96, generator=g)
+    x[3, :] = float("-inf")
+    x[3, 40] = 0.0
+    values, cols = row_topk(x, 3)
+    ref = x.topk(3, dim=1)
+    assert torch.equal(values, ref.values)
+    assert torch.equal(x.gather(1, cols), values)
+    assert torch.equal(cols[[0, 1, 2, 4, 5, 6]], ref.indices[[0, 1, 2, 4, 5, 6]])
+    assert cols[3, 0] == 40
+
+
+class _RowsOnly:
+    """A model whose decoder state only offers the generic `reorder`: search then expands and prunes every row,
+    encoder output included (the path of other models)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def encode(self, src):
+        return self.model.encode(src)
+
+    def new_decoder_state(self):
+        inner = self.model.new_decoder_state()
+
+        class State:
+            def reorder(self, index):
+                inner.reorder(index)
+
+        state = State()
+        state.inner = inner
+        return state
+
+    def decode(self, tgt_in, enc, state):
+        return self.model.decode(tgt_in, enc, state.inner)
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_per_sentence_cross_attention_equals_per_row_search(beam: int) -> None:
+    vocab = 16
+    model = tiny_model(vocab, scale=2.0)
+    src = make_src([3, 11, 6, 2, 9, 7, 4, 10], vocab, seed=4)
+    fast = beam_search(model, src, beam=beam, max_len_a=1.2, max_len_b=2, nbest=beam)
+    rows = beam_search(_RowsOnly(model), src, beam=beam, max_len_a=1.2, max_len_b=2, nbest=beam)
+    assert [[h.tokens for h in x] for x in fast] == [[h.tokens for h in x] for x in rows]
+    for a, b in zip(fast, rows):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+    assert greedy_search(model, src, 1.2, 2) == greedy_search(_RowsOnly(model), src, 1.2, 2)

@@ -29,7 +29,13 @@ def iter_lines(stream: BinaryIO, name: str) -> Iterator[str]:
 def register(app: typer.Typer) -> None:
     @app.command("translate")
     def translate(
-        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A checkpoint written by `ikd train`."),
+        checkpoint: list[Path] = typer.Option(
+            ...,
+            "--checkpoint",
+            "-c",
+            help="A checkpoint written by `ikd train` or a folder from `ikd export`; repeat it to decode with the "
+            "ensemble of several models (mean of their probabilities; one vocabulary).",
+        ),
         input: Path = typer.Option(
             None, "--input", "-i", help="Input file ('-' or none: stdin).", callback=input_file
         ),

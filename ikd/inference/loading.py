@@ -16,6 +16,7 @@ from ikd.checkpoint import load_checkpoint
 from ikd.data.vocab import SPECIALS, Vocabulary
 from ikd.device import amp_dtype, resolve_device
 from ikd.errors import IkdError
+from ikd.export.package import read_package
 from ikd.model.translator import TranslationModel, build_translator, translator_from_state
 from ikd.recipe import Recipe, recipe_from_dict
 
@@ -107,7 +108,7 @@ def load_for_inference(
     from ikd.data.bpe import BPE, DEFAULT_GLOSSARIES
 
     path = Path(path)
-    payload = load_checkpoint(path)
+    payload = read_package(path) if path.is_dir() else load_checkpoint(path)
     for key in ("model", "recipe", "vocab", "src", "tgt"):
         if key not in payload:
             raise IkdError(f"{path}: checkpoint has no '{key}' entry")

@@ -4,9 +4,11 @@
 
 Every sentence of the batch and every beam is one row of [B*beam, ...] tensors. The encoder runs once per
 batch; the first decoder step runs once per sentence (all its beams are still identical), after which the
-encoder output and the decoder state are expanded with `index_select`. The decoder state caches past
-keys/values and is reordered per step, so nothing is recomputed. Sentences that are done leave the active
-batch.
+decoder state is expanded to the beams. A state with `expand_beams`/`select_sentences` (ikd's DecoderState)
+keeps the encoder side per sentence, so the encoder output is never copied per beam; other states get every
+row, encoder output included (`index_select`). The decoder state caches past keys/values and is reordered
+per step, so nothing is recomputed; each step's logits come in a buffer the state reuses and are turned into
+log-probabilities in place. Sentences that are done leave the active batch.
 
 Conventions are fairseq's (the paper's decoder): the decoder starts from EOS; the score of a hypothesis is
 sum(log p) / len**lenpen with len counting the final EOS; a sentence is done once it has `beam` finished
@@ -61,6 +63,14 @@ def search_view(enc):
     return enc
 
 
+def new_search_state(model):
+    """The model's decoder state, told (when it can be) to return each step's logits in a reused buffer."""
+    state = model.new_decoder_state()
+    if hasattr(state, "reuse_logits"):
+        state.reuse_logits = True
+    return state
+
+
 def reorder_within_sentences(state, rows: Tensor) -> None:
     """Beam reordering that keeps every sentence's rows in its own block: only the per-step caches (self-
     attention keys/values) change. Per-sentence caches (cross-attention keys/values, the source mask) are
@@ -85,6 +95,24 @@ def _mask_specials(lprobs: Tensor, step: int, pad: int, bos: int, eos: int, forc
         lprobs.masked_fill_(force[:, None], NEG_INF)
         lprobs[:, eos] = eos_col
     return lprobs
+
+
+def row_topk(x: Tensor, k: int, groups_of: int = 8) -> tuple[Tensor, Tensor]:
+    """The k largest values of each row of x [N, V] and their columns, as x.topk(k, dim=1).
+
+    Two stages, for large V: the maxima of strided column groups (column j + i*G, i < groups_of, in group j)
+    in one vectorised pass, then the exact top k among the columns of the k groups with the largest maxima
+    (a row's top k lie in at most k groups, and those groups' maxima are among the k largest). Ties among
+    equal values may come in another order than topk's."""
+    n, v = x.shape
+    g = v // groups_of
+    if v % groups_of or g < 4 * k:
+        return x.topk(k, dim=1)
+    best_groups = x.view(n, groups_of, g).amax(dim=1).topk(k, dim=1).indices  # [N, k]
+    offsets = torch.arange(0, v, g, device=x.device)
+    cols = (best_groups[:, None, :] + offsets[None, :, None]).view(n, groups_of * k)
+    values, pos = x.gather(1, cols).topk(k, dim=1)
+    return values, cols.gather(1, pos)
 
 
 @torch.no_grad()
@@ -117,7 +145,10 @@ def beam_search(
     horizon = int(maxlen_cpu.max())
 
     enc = search_view(model.encode(src))
-    state = model.new_decoder_state()
+    state = new_search_state(model)
+    # States that keep the encoder side per sentence (DecoderState) are expanded and pruned per sentence;
+    # others get every row, encoder output included.
+    shared = hasattr(state, "expand_beams") and hasattr(state, "select_sentences")
     expand = torch.arange(n_sent, device=device).repeat_interleave(k)
 
     # Finished hypotheses per original sentence; slot k is a dump for candidates that are not kept,
@@ -138,24 +169,30 @@ def beam_search(
         n_act = sent.numel()
         if step == 0:
             # The beams of a sentence are identical before the first token: decode one row per sentence
-            # (its cross-attention keys/values are computed once), then expand state and encoder output.
+            # (its cross-attention keys/values are computed once), then expand the state to k rows each.
             logits = model.decode(tokens[::k, -1:], enc, state)[:, -1, :].float().repeat_interleave(k, dim=0)
-            state.reorder(expand)
-            enc = enc.index_select(expand)
+            if shared:
+                state.expand_beams(k)
+            else:
+                state.reorder(expand)
+                enc = enc.index_select(expand)
         else:
             logits = model.decode(tokens[:, -1:], enc, state)[:, -1, :].float()
         vocab = logits.size(-1)
-        # scores + log_softmax(logits) in one pass over [N, V]: logits + (scores - logsumexp(logits))
-        cand = logits.add_((scores - torch.logsumexp(logits, dim=-1))[:, None])
+        lprobs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: no new [N, V] tensor per step
         force = None
         if step > 0 and step >= int(maxlen_cpu.min()):
             force = (maxlen <= step).repeat_interleave(k)
-        _mask_specials(cand, step, pad, bos, eos, force)
+        _mask_specials(lprobs, step, pad, bos, eos, force)
 
-        n_cand = min(2 * k, k * vocab)
-        cand_scores, cand_idx = cand.view(n_act, k * vocab).topk(n_cand, dim=1)
-        cand_beam = torch.div(cand_idx, vocab, rounding_mode="floor")
-        cand_tok = cand_idx - cand_beam * vocab
+        # The best 2k of a sentence's k*V candidates are among the best 2k of each beam's row (a row's
+        # candidates share its score): rank rows first, then the k*2k survivors, not all k*V.
+        per_row = min(2 * k, vocab)
+        row_lp, row_tok = row_topk(lprobs, per_row)
+        n_cand = min(2 * k, k * per_row)
+        cand_scores, cand_idx = (row_lp + scores[:, None]).view(n_act, k * per_row).topk(n_cand, dim=1)
+        cand_beam = torch.div(cand_idx, per_row, rounding_mode="floor")
+        cand_tok = row_tok.view(n_act, k * per_row).gather(1, cand_idx)
         cand_eos = cand_tok.eq(eos)
         row_base = torch.arange(n_act, device=device)[:, None] * k
 
@@ -192,8 +229,11 @@ def beam_search(
             rows, new_tok, new_scores = rows[keep].view(-1), new_tok[keep], new_scores[keep]
             sent = sent[keep]
             maxlen, maxlen_cpu = maxlen[keep], maxlen_cpu[keep_cpu]
-            enc = enc.index_select((keep[:, None] * k + beam_ids).view(-1))
-            state.reorder(rows)
+            if shared:
+                state.select_sentences(keep, rows)
+            else:
+                enc = enc.index_select((keep[:, None] * k + beam_ids).view(-1))
+                state.reorder(rows)
         else:
             rows = rows.view(-1)
             reorder_within_sentences(state, rows)
@@ -233,7 +273,7 @@ def greedy_search(
     maxlen_cpu = maxlen.cpu()
     horizon = int(maxlen_cpu.max())
     enc = search_view(model.encode(src))
-    state = model.new_decoder_state()
+    state = new_search_state(model)
     out = torch.full((n_sent, horizon + 1), eos, dtype=torch.long, device=device)
     sent = torch.arange(n_sent, device=device)
     last = torch.full((n_sent, 1), eos, dtype=torch.long, device=device)
@@ -252,8 +292,11 @@ def greedy_search(
             keep_cpu = (~ended_cpu).nonzero().squeeze(1)
             keep = keep_cpu.to(device)
             sent, tok, maxlen, maxlen_cpu = sent[keep], tok[keep], maxlen[keep], maxlen_cpu[keep_cpu]
-            enc = enc.index_select(keep)
-            state.reorder(keep)
+            if hasattr(state, "select_sentences"):
+                state.select_sentences(keep, keep)
+            else:
+                enc = enc.index_select(keep)
+                state.reorder(keep)
         last = tok[:, None]
     result = []
     for row in out.cpu().tolist():

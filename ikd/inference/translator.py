@@ -88,7 +88,7 @@ class Translator:
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike | Sequence[str | os.PathLike],
         device: str = "auto",
         beam: int = 5,
         *,
@@ -104,13 +104,14 @@ class Translator:
         vocab: str | os.PathLike | None = None,
         warn: Callable[[str], None] | None = None,
     ) -> Translator:
-        """Load a checkpoint written by `ikd train` and wrap it for translation.
+        """Load a checkpoint written by `ikd train` (or a folder from `ikd export`) and wrap it for translation;
+        several paths decode with their ensemble (the mean of the models' probabilities; one vocabulary).
 
         device: auto (a GPU when present), cpu, cuda or cuda:N. beam 1 is greedy search. lenpen, max_len_a
         and max_len_b are `ikd translate`'s --lenpen, --max-len-a, --max-len-b. amp: auto|bf16|fp16|off on
         CUDA (default: the recipe's). vocab: refuse a checkpoint whose vocabulary is not this vocab.txt.
         warn receives warnings (e.g. a source longer than the model's limit), default: ignored."""
-        from ikd.inference.loading import load_for_inference
+        from ikd.inference.ensemble import load_ensemble
 
         if amp is not None and amp not in ("auto", "bf16", "fp16", "off"):
             raise IkdError(f"amp {amp!r}: expected auto, bf16, fp16 or off")
@@ -121,7 +122,8 @@ class Translator:
             from ikd.data.vocab import Vocabulary
 
             expected = Vocabulary.load(vocab)
-        loaded = load_for_inference(path, device, expected_vocab=expected, amp=amp)
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        loaded = load_ensemble(paths, device, expected_vocab=expected, amp=amp)
         return cls(
             loaded,
             options,

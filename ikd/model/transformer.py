@@ -78,9 +78,14 @@ class Embeddings(nn.Module):
         """tokens [B, U] int64 -> [B, U, d]; `start` is the position of tokens[:, 0] (incremental decoding)."""
         return self.dropout(self.scaled(tokens, start))
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Tied output projection: x [..., d] -> logits [..., V]."""
-        return F.linear(x, self.embed.weight)
+    def logits(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """Tied output projection: x [..., d] -> logits [..., V], written into `out` [prod(...), V] when
+        given (a reused buffer: a fresh [N, V] tensor per decoding step costs more in page faults than
+        the matmul itself)."""
+        if out is None:
+            return F.linear(x, self.embed.weight)
+        flat = x.reshape(-1, x.size(-1))
+        return torch.mm(flat, self.embed.weight.t(), out=out).view(*x.shape[:-1], out.size(-1))
 
 
 class Attention(nn.Module):
@@ -176,7 +181,8 @@ class FeedForward(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.activation_dropout(F.relu(self.fc1(x))))
+        h = F.relu(self.fc1(x))
+        return self.fc2(self.activation_dropout(h) if self.training else h)
 
 
 class EncoderLayer(nn.Module):
@@ -251,40 +257,154 @@ class Encoder(nn.Module):
 
 @dataclass
 class DecoderState:
-    """Incremental decoding cache. Per decoder layer: self-attention keys/values of every step so far
-    [B, h, t, dh], and cross-attention keys/values [B, h, L, dh] computed once from the encoder states.
-    `length` is the number of target positions already decoded. The encoder's key mask is cached too,
-    so after the first step `decode` reads nothing from the EncoderOutput it is given."""
+    """Incremental decoding cache.
 
-    self_k: list[Tensor | None] = field(default_factory=list)
-    self_v: list[Tensor | None] = field(default_factory=list)
+    Self-attention keys/values of all steps so far live in one time-major buffer for every layer,
+    `kv` [capacity, layers, 2, allocated rows, d], of which the first `rows` rows are in use: a step writes
+    its new keys/values in place, and a beam reorder is one `index_select` into the spare buffer of the same
+    shape, so a step neither concatenates nor allocates. Cross-attention keys/values [S, h, L, dh] are
+    computed once from the encoder states and kept per source sentence: the `beam` consecutive rows of a
+    sentence share them and their queries are stacked (one attention call per sentence, the encoder side
+    never copied per beam). `length` is the number of target positions already decoded. The encoder's key
+    mask [S, 1, 1, L] is cached too, so after the first step `decode` reads nothing from the EncoderOutput
+    it is given."""
+
+    layers: int
     cross_k: list[Tensor | None] = field(default_factory=list)
     cross_v: list[Tensor | None] = field(default_factory=list)
     cross_mask: Tensor | None = None
     length: int = 0
+    beam: int = 1
+    rows: int = 0
+    kv: Tensor | None = None
+    spare: Tensor | None = None
+    logits: Tensor | None = None
+    _cross_bias: Tensor | None = None
+    reuse_logits: bool = False  # search sets it: decode then returns logits in `logits`, overwritten next step
 
     @classmethod
     def empty(cls, layers: int) -> DecoderState:
-        return cls([None] * layers, [None] * layers, [None] * layers, [None] * layers)
+        return cls(layers, [None] * layers, [None] * layers)
 
+    # ------------------------------------------------------------------ self-attention cache
+    def reserve(self, rows: int, new: int, d: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Room for `new` more positions of `rows` rows of width d."""
+        need = self.length + new
+        if self.kv is None:
+            shape = (max(16, 2 * need), self.layers, 2, rows, d)
+            self.kv = torch.empty(shape, dtype=dtype, device=device)
+            self.spare, self.rows = torch.empty_like(self.kv), rows
+            return
+        if rows != self.rows:
+            raise ValueError(f"the decoder state holds {self.rows} rows but the input has {rows}")
+        if need > self.kv.size(0):  # grow in time; allocate only the rows still in use
+            shape = (2 * need, self.layers, 2, rows, self.kv.size(4))
+            kv = self.kv.new_empty(shape)
+            kv[: self.length, :, :, :rows] = self.kv[: self.length, :, :, :rows]
+            self.kv, self.spare = kv, kv.new_empty(shape)
+
+    def append(self, layer: int, kv_new: Tensor) -> tuple[Tensor, Tensor]:
+        """kv_new [N, u, 2d] (this layer's new keys, then values) -> all keys and values so far, each
+        [length+u, N, d] (time-major views of the buffer)."""
+        n, u, two_d = kv_new.shape
+        t = self.length
+        self.kv[t : t + u, layer, :, :n].copy_(kv_new.view(n, u, 2, two_d // 2).permute(1, 2, 0, 3))
+        return self.kv[: t + u, layer, 0, :n], self.kv[: t + u, layer, 1, :n]
+
+    def _reorder_self(self, index: Tensor) -> None:
+        if self.kv is None:
+            return
+        t, n_new = self.length, index.numel()
+        if n_new > self.kv.size(3) or 4 * n_new <= self.kv.size(3):
+            # more rows than allocated (beam expansion), or few left: buffers of the new size keep the
+            # rows in use close together
+            target = self.kv.new_empty((self.kv.size(0), self.layers, 2, n_new, self.kv.size(4)))
+            spare = target.new_empty(target.shape)
+        else:
+            target, spare = self.spare, self.kv
+        if t:
+            d = self.kv.size(4)
+            src = self.kv[:t, :, :, : self.rows].view(-1, self.rows, d)
+            torch.index_select(src, 1, index, out=target[:t, :, :, :n_new].view(-1, n_new, d))
+        self.kv, self.spare, self.rows = target, spare, n_new
+
+    def output_buffer(self, rows: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A [rows, width] buffer for this step's logits, reused across steps (valid until the next step)."""
+        buf = self.logits
+        if buf is None or buf.numel() < rows * width or buf.dtype != dtype or buf.device != device:
+            self.logits = buf = torch.empty(rows * width, dtype=dtype, device=device)
+        return buf[: rows * width].view(rows, width)
+
+    # ------------------------------------------------------------------ reordering
     def reorder(self, index: Tensor) -> DecoderState:
-        """Keep/reorder batch rows (beam search): every cached tensor becomes tensor[index]. In place."""
-        for cache in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+        """Keep/reorder batch rows: row i becomes the old row index[i], for every cache. In place. Cross-
+        attention caches shared by a sentence's beams become per-row ones (beam 1): any rows may now mix."""
+        self._reorder_self(index)
+        per_row = index.div(self.beam, rounding_mode="floor") if self.beam > 1 else index
+        self.beam = 1
+        self._select_cross(per_row)
+        return self
+
+    def reorder_beams(self, index: Tensor) -> DecoderState:
+        """Reorder rows within each sentence's block of beams: only the self-attention cache moves (cross-
+        attention caches are per sentence, or equal across a sentence's rows). In place."""
+        self._reorder_self(index)
+        return self
+
+    def expand_beams(self, beam: int) -> DecoderState:
+        """Every row (one per sentence) becomes `beam` consecutive rows that share its cross-attention cache."""
+        if self.beam != 1 or self.kv is None:
+            raise ValueError("expand_beams needs a state with one decoded row per sentence")
+        self._reorder_self(torch.arange(self.rows, device=self.kv.device).repeat_interleave(beam))
+        self.beam = beam
+        return self
+
+    def select_sentences(self, keep: Tensor, rows: Tensor) -> DecoderState:
+        """Keep the sentences `keep` [S'] (cross entries) with rows `rows` [S' * beam] (their new beams,
+        within their blocks). In place."""
+        self._reorder_self(rows)
+        self._select_cross(keep)
+        return self
+
+    def cross_bias(self, dtype: torch.dtype) -> Tensor:
+        """The encoder key mask as an additive bias [S, 1, 1, L] (0 / -inf): one add per attention call."""
+        bias = self._cross_bias
+        if bias is None or bias.dtype != dtype or bias.size(0) != self.cross_mask.size(0):
+            zeros = torch.zeros(self.cross_mask.shape, dtype=dtype, device=self.cross_mask.device)
+            self._cross_bias = bias = zeros.masked_fill_(~self.cross_mask, float("-inf"))
+        return bias
+
+    def _select_cross(self, index: Tensor) -> None:
+        for cache in (self.cross_k, self.cross_v):
             for i, t in enumerate(cache):
                 if t is not None:
                     cache[i] = t.index_select(0, index)
         if self.cross_mask is not None:
             self.cross_mask = self.cross_mask.index_select(0, index)
-        return self
+        if self._cross_bias is not None:
+            self._cross_bias = self._cross_bias.index_select(0, index)
 
-    def reorder_beams(self, index: Tensor) -> DecoderState:
-        """Reorder rows within each sentence's block of beams: only the per-step self-attention caches move.
-        The cross-attention caches and mask are equal across a sentence's beams, so they stay. In place."""
-        for cache in (self.self_k, self.self_v):
-            for i, t in enumerate(cache):
-                if t is not None:
-                    cache[i] = t.index_select(0, index)
-        return self
+
+def _heads_time_major(x: Tensor, heads: int) -> Tensor:
+    """[T, N, d] -> [N, h, T, dh] (a view: N and h merge into one batch dimension for matmul)."""
+    t, n, d = x.shape
+    return x.view(t, n, heads, d // heads).permute(1, 2, 0, 3)
+
+
+def _attend_small(
+    attn: Attention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
+    """Attention for a few queries per row (incremental decoding), as two batched matmuls: for one query,
+    the fused SDPA kernel spends more on tiling than on arithmetic. q [B, h, Lq, dh], k/v [B, h, Lk, dh],
+    mask bool broadcastable to [B, h, Lq, Lk] (True = attend), or bias: the same as 0 / -inf to add
+    -> [B, Lq, d]."""
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(attn.head_dim**-0.5)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    if bias is not None:
+        scores = scores.add_(bias)
+    out = torch.matmul(scores.softmax(dim=-1), v)
+    return attn.out_proj(out.transpose(1, 2).flatten(2))
 
 
 class DecoderLayer(nn.Module):
@@ -302,7 +422,7 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def _residual(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
-        x = x + self.dropout(y)
+        x = x + (self.dropout(y) if self.training else y)  # eval: no call per sublayer and step
         return x if self.pre_norm else norm(x)
 
     def forward(
@@ -315,29 +435,43 @@ class DecoderLayer(nn.Module):
     ) -> Tensor:
         """x [B, U, d]; memory [B, L, d] encoder states; memory_mask [B, 1, 1, L] bool (True = real);
         `state`/`index`: this layer's cache slot. Returns [B, U, d]."""
-        u = x.size(1)
+        if state is None:
+            return self._forward_full(x, memory, memory_mask)
+        n, u, d = x.shape
+        heads = self.self_attn.heads
         h = self.self_attn_norm(x) if self.pre_norm else x
-        q, k, v = self.self_attn.project_self(h)
-        mask, causal = None, u > 1
-        if state is not None:
-            past_k, past_v = state.self_k[index], state.self_v[index]
-            if past_k is not None:
-                k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-                causal = False
-                if u > 1:  # several new tokens after a prefix: each sees the prefix and itself
-                    past = past_k.size(2)
-                    mask = torch.ones(u, past + u, dtype=torch.bool, device=x.device).tril(past)
-            state.self_k[index], state.self_v[index] = k, v
-        a, _ = self.self_attn.attend(q, k, v, mask, is_causal=causal)
+        qkv = self.self_attn.in_proj(h)
+        q = self.self_attn._heads(qkv[..., :d])
+        k, v = state.append(index, qkv[..., d:])
+        mask = None
+        if u > 1:  # several new tokens (after a prefix): each sees the prefix and itself
+            mask = torch.ones(u, k.size(0), dtype=torch.bool, device=x.device).tril(state.length)
+        a = _attend_small(self.self_attn, q, _heads_time_major(k, heads), _heads_time_major(v, heads), mask)
         x = self._residual(x, a, self.self_attn_norm)
 
         h = self.cross_attn_norm(x) if self.pre_norm else x
-        if state is not None and state.cross_k[index] is not None:
-            ck, cv = state.cross_k[index], state.cross_v[index]
-        else:
+        if state.cross_k[index] is None:  # contiguous once, so that every step's matmul reads them in place
             ck, cv = self.cross_attn.project_kv(memory)
-            if state is not None:
-                state.cross_k[index], state.cross_v[index] = ck, cv
+            state.cross_k[index], state.cross_v[index] = ck.contiguous(), cv.contiguous()
+        ck, cv = state.cross_k[index], state.cross_v[index]
+        # the rows of a sentence's beams are consecutive: stack their queries against the shared keys
+        s = ck.size(0)
+        q = self.cross_attn.project_q(h.reshape(s, (n // s) * u, d))
+        a = _attend_small(self.cross_attn, q, ck, cv, bias=state.cross_bias(q.dtype)).view(n, u, d)
+        x = self._residual(x, a, self.cross_attn_norm)
+
+        h = self.ffn_norm(x) if self.pre_norm else x
+        return self._residual(x, self.ffn(h), self.ffn_norm)
+
+    def _forward_full(self, x: Tensor, memory: Tensor, memory_mask: Tensor) -> Tensor:
+        """Training and full (non-incremental) decoding: causal self-attention over x itself."""
+        h = self.self_attn_norm(x) if self.pre_norm else x
+        q, k, v = self.self_attn.project_self(h)
+        a, _ = self.self_attn.attend(q, k, v, None, is_causal=x.size(1) > 1)
+        x = self._residual(x, a, self.self_attn_norm)
+
+        h = self.cross_attn_norm(x) if self.pre_norm else x
+        ck, cv = self.cross_attn.project_kv(memory)
         a, _ = self.cross_attn.attend(self.cross_attn.project_q(h), ck, cv, memory_mask)
         x = self._residual(x, a, self.cross_attn_norm)
 
@@ -362,6 +496,10 @@ class Decoder(nn.Module):
             if state.cross_mask is None:
                 state.cross_mask = ~memory_pad_mask[:, None, None, :]
             memory_mask = state.cross_mask
+            # keys/values are stored as the projections compute them (the autocast dtype under autocast)
+            amp = torch.is_autocast_enabled(x.device.type)
+            dtype = torch.get_autocast_dtype(x.device.type) if amp else x.dtype
+            state.reserve(x.size(0), x.size(1), x.size(-1), dtype, x.device)
         else:
             memory_mask = ~memory_pad_mask[:, None, None, :]
         for i, layer in enumerate(self.layers):

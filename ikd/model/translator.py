@@ -169,15 +169,21 @@ class TranslationModel(nn.Module):
 
     def decode(self, tgt_in: Tensor, enc: EncoderOutput, state: DecoderState | None = None) -> Tensor:
         """tgt_in [B, U] -> logits [B, U, V]. With a state, tgt_in holds only the new token(s); cached
-        keys/values are used and extended, positions continue from state.length. Incremental decoding (search)
-        projects to the vocabulary in fp32 even under autocast: bf16 logits would tie close candidates and
-        make GPU translations differ from fp32 ones."""
+        keys/values are used and extended, positions continue from state.length; with state.reuse_logits
+        (search) the logits are a buffer of the state that the next call overwrites. Incremental decoding
+        (search) projects to the vocabulary in fp32 even under autocast: bf16 logits would tie close candidates
+        and make GPU translations differ from fp32 ones."""
         start = 0 if state is None else state.length
         x = self.decoder(self.embed(tgt_in, start), enc.states, enc.pad_mask, state)
-        if state is None or not torch.is_autocast_enabled(x.device.type):
-            return self.embed.logits(x)
+        amp = state is not None and torch.is_autocast_enabled(x.device.type)
+        out = None
+        if state is not None and state.reuse_logits:
+            dtype = torch.float32 if amp else x.dtype
+            out = state.output_buffer(x.size(0) * x.size(1), self.vocab_size, dtype, x.device)
+        if not amp:
+            return self.embed.logits(x, out)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.embed.logits(x.float())
+            return self.embed.logits(x.float(), out)
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> tuple[Tensor, EncoderOutput]:
         """Teacher-forced pass: src [B, T], tgt_in [B, U] -> (logits [B, U, V], the encoder output with m)."""

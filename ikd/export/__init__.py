@@ -1,0 +1,1 @@
+"""`ikd export`: translation-only packages (safetensors + JSON) and CTranslate2 models."""

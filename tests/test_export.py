@@ -1,0 +1,213 @@
+"""`ikd export`: translation-only packages (round trip, teacher/student dropped, same translations as the
+checkpoint, errors) and CTranslate2 conversion (beam-5 output equal to ikd's on a trained text-only model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures_train import one_thread, toy_recipe
+
+from ikd.checkpoint import load_checkpoint, save_checkpoint
+from ikd.cli import main
+from ikd.data.vocab import Vocabulary
+from ikd.errors import IkdError
+from ikd.export.exporter import export_checkpoint
+from ikd.export.package import translator_state_dict
+from ikd.fileio import read_lines
+from ikd.inference.loading import load_for_inference
+from ikd.inference.translator import SearchOptions, Translator
+from ikd.recipe import Recipe
+
+NO_CT2 = "ctranslate2 is not installed (pip install 'ikd[ctranslate2]')"
+# text-only Transformer, tiny, a few short epochs on the toy set (about 10 s on one core): it ends its outputs
+TEXT_RUN = [
+    "model.text_only=true",
+    "model.d_model=32",
+    "model.heads=2",
+    "model.ffn=64",
+    "model.encoder_layers=2",
+    "model.decoder_layers=2",
+    "model.dropout=0.1",
+    "kd.lambda_irm=0",
+    "kd.lambda_iam=0",
+    "train.max_tokens=256",
+    "train.lr=0.01",
+    "train.warmup_updates=10",
+    "train.max_epochs=8",
+    "train.valid_bleu=false",
+    "train.keep_last=2",
+    "train.average_last=2",
+]
+
+
+@pytest.fixture(scope="module")
+def text_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ikd.train.trainer import train
+
+    out = tmp_path_factory.mktemp("text_run") / "run"
+    with one_thread():
+        train(toy_recipe(toy_data, *TEXT_RUN), out=out, device="cpu", progress=False, report=lambda _msg: None)
+    return out / "checkpoint_average.pt"
+
+
+@pytest.fixture(scope="module")
+def ikd_random_checkpoint(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained multimodal (IKD) model with a small random ResNet-18 teacher at 32 px."""
+    from ikd.train.objective import build_training_model
+
+    pair = toy_data / "en-de"
+    vocab = Vocabulary.load(pair / "vocab.txt")
+    r = Recipe()
+    r.model.d_model, r.model.heads, r.model.ffn = 16, 2, 32
+    r.model.encoder_layers = r.model.decoder_layers = 1
+    r.vision.backbone, r.vision.image_size = "resnet18", 32
+    torch.manual_seed(0)
+    model = build_training_model(r, len(vocab), vocab.pad, load_teacher_weights=False)
+    path = tmp_path_factory.mktemp("ikd_ckpt") / "ikd.pt"
+    payload = {**model.checkpoint_states(), "recipe": r.to_dict(), "vocab": vocab.tokens, "src": "en", "tgt": "de"}
+    payload |= {"bpe_codes": (pair / "bpe.codes").read_text(), "bpe_glossaries": ["[U]", "acme"]}
+    save_checkpoint({**payload, "epoch": 0, "updates": 0}, path)
+    return path
+
+
+def translate(path: Path, lines: list[str], beam: int = 5) -> list[str]:
+    translator = Translator(load_for_inference(path, "cpu"), SearchOptions(beam=beam), input_mode="tokenized")
+    return [r[0][0] for r in translator.translate_lines(lines)]
+
+
+def test_translator_state_dict_drops_teacher_and_student() -> None:
+    t = torch.zeros(1)
+    state = {"embed.embed.weight": t, "teacher.conv1.weight": t, "student.up.0.weight": t, "generator.x": t}
+    payload = {"model": state}
+    assert sorted(translator_state_dict(payload)) == ["embed.embed.weight", "generator.x"]
+    with pytest.raises(IkdError, match="'model'"):
+        translator_state_dict({})
+
+
+def test_package_of_an_ikd_checkpoint(ikd_random_checkpoint: Path, toy_data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "pkg"
+    summary = export_checkpoint(ikd_random_checkpoint, out)
+    assert summary["checked"] == 8
+    assert sorted(p.name for p in out.iterdir()) == ["bpe.codes", "config.json", "model.safetensors", "vocab.txt"]
+    keys = load_file(str(out / "model.safetensors")).keys()
+    assert any(k.startswith("generator.") for k in keys)
+    assert not any(k.startswith(("teacher.", "student.")) for k in keys)
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "ikd-package-1" and (config["src"], config["tgt"]) == ("en", "de")
+    assert config["bpe_glossaries"] == ["[U]", "acme"]
+    assert read_lines(out / "vocab.txt") == load_checkpoint(ikd_random_checkpoint)["vocab"]
+    loaded = load_for_inference(out, "cpu")
+    assert loaded.bpe is not None and loaded.bpe.glossaries == ("[U]", "acme")
+    lines = read_lines(toy_data / "text" / "test.en")[:6]
+    options = SearchOptions(beam=3, max_len_a=1.0, max_len_b=2)  # untrained: keep outputs short
+    a = Translator(load_for_inference(ikd_random_checkpoint, "cpu"), options, input_mode="tokenized")
+    b = Translator(loaded, options, input_mode="tokenized")
+    assert a.translate_lines(lines) == b.translate_lines(lines)
+    export_checkpoint(ikd_random_checkpoint, out)  # an earlier export is replaced
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pkg"]  # no temporary folders left
+
+
+def test_package_translates_as_the_checkpoint_from_the_cli(text_checkpoint, toy_data, tmp_path, capsys) -> None:
+    out = tmp_path / "pkg"
+    assert main(["export", str(text_checkpoint), "--out", str(out)]) == 0
+    assert "check sentences" in capsys.readouterr().err
+    lines = read_lines(toy_data / "text" / "test.en")[:10]
+    src = tmp_path / "in.txt"
+    src.write_text("".join(x + "\n" for x in lines))
+    outputs = []
+    for model in (text_checkpoint, out):
+        dest = tmp_path / f"out_{Path(model).name}.txt"
+        assert main(["translate", "-c", str(model), "-i", str(src), "-o", str(dest), "--tokenized", "-q"]) == 0
+        outputs.append(dest.read_text())
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") == 10
+
+
+def test_export_errors(ikd_random_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    assert main(["export", str(bad), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "bad.pt" in err and "not a checkpoint" in err and len(err.strip().splitlines()) == 1
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(IkdError, match="file.txt: is a file"):
+        export_checkpoint(ikd_random_checkpoint, a_file)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(IkdError, match="busy: is a folder with other files"):
+        export_checkpoint(ikd_random_checkpoint, busy)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(IkdError, match="foreign: is a folder with other files"):
+        export_checkpoint(ikd_random_checkpoint, foreign)
+    with pytest.raises(IkdError, match="--format 'onnx'"):
+        export_checkpoint(ikd_random_checkpoint, tmp_path / "y", "onnx")
+    not_pkg = tmp_path / "empty_dir"
+    not_pkg.mkdir()
+    with pytest.raises(IkdError, match="empty_dir: is a folder, not a checkpoint file nor an ikd package"):
+        load_for_inference(not_pkg, "cpu")
+    pytest.importorskip("ctranslate2", reason=NO_CT2)
+    with pytest.raises(IkdError, match="IKD \\(multimodal\\) model cannot be converted to CTranslate2"):
+        export_checkpoint(ikd_random_checkpoint, tmp_path / "ct2", "ctranslate2")
+    assert not (tmp_path / "ct2").exists()
+
+
+def test_ctranslate2_beam5_equals_ikd(text_checkpoint: Path, toy_data: Path, tmp_path: Path) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2", reason=NO_CT2)
+    from ikd.export.ctranslate2 import translate_options
+    from ikd.inference.search import beam_search
+
+    out = tmp_path / "ct2"
+    assert export_checkpoint(text_checkpoint, out, "ctranslate2")["checked"] == 8
+    export_checkpoint(text_checkpoint, out, "ctranslate2")  # an earlier export is replaced
+    assert {"model.bin", "config.json", "shared_vocabulary.json", "ikd.json", "bpe.codes"} <= {
+        p.name for p in out.iterdir()
+    }
+    loaded = load_for_inference(text_checkpoint, "cpu")
+    vocab = loaded.vocab
+    lines = read_lines(toy_data / "en-de" / "test.bpe.en")
+    sources = [vocab.encode(line.split()) for line in lines]
+    ours = []
+    with torch.no_grad():
+        for ids in sources:
+            hyp = beam_search(loaded.model, torch.tensor([ids]), 5, 1.0, 0.0, 200, max_positions=loaded.max_positions)
+            ours.append([vocab.tokens[i] for i in hyp[0][0].tokens])
+    assert max(len(h) for h in ours) < 200  # the model ends its outputs: no length cap involved
+    translator = ctranslate2.Translator(str(out), device="cpu", intra_threads=1)
+    results = translator.translate_batch([[vocab.tokens[i] for i in s] for s in sources], **translate_options(5))
+    theirs = [r.hypotheses[0] for r in results]
+    assert theirs == ours
+    assert len(set(map(tuple, ours))) > 5  # real, varied translations
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_ctranslate2_token_log_probabilities_equal_ikd(norm: str, tmp_path: Path) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2", reason=NO_CT2)
+    from ikd.export.ctranslate2 import save_ctranslate2
+    from ikd.model import build_translator
+
+    r = Recipe()
+    r.model.d_model, r.model.heads, r.model.ffn = 32, 4, 64
+    r.model.encoder_layers, r.model.decoder_layers = 2, 3
+    r.model.norm, r.model.text_only, r.model.dropout = norm, True, 0.0
+    torch.manual_seed(3)
+    model = build_translator(r.model, 40, 1).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # non-trivial norms and biases
+            p.add_(0.1 * torch.randn_like(p))
+    tokens = ["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(36)]
+    save_ctranslate2(model, tokens, tmp_path / "ct2")
+    translator = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
+    src, tgt = [5, 9, 17, 33, 2], [12, 7, 7, 30, 4, 21]  # a target longer than the source: positions count
+    scored = translator.score_batch([[tokens[i] for i in src]], [[tokens[i] for i in tgt]])[0].log_probs
+    with torch.no_grad():
+        logits = model.decode(torch.tensor([[2, *tgt]]), model.encode(torch.tensor([src])))
+    ours = torch.log_softmax(logits[0], dim=-1).gather(1, torch.tensor(tgt + [2])[:, None]).squeeze(1)
+    assert scored == pytest.approx(ours.tolist(), abs=1e-4)
