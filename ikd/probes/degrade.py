@@ -43,7 +43,7 @@ BUILTIN_COLOURS = frozenset(
 )
 
 # The order in which the splits of Multi30K are concatenated in the probing positions files of
-# ../shared/data/fairseq-mmt-probing (train + val + test_2016 + test_2017 + mscoco); toy folders: train, val, test.
+# the fairseq-mmt-probing lists (train + val + test_2016 + test_2017 + mscoco); toy folders: train, val, test.
 SPLIT_ORDER = ("train", "val", "valid", "test", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco")
 
 
