@@ -268,7 +268,15 @@ def _entity_annotations(
     entities, types, span, image_list, allow_unmatched, mask, mode, data, out, lang, input_, output, json_out
 ) -> None:
     from ikd.probes.degrade import degrade_folder, read_manifest
-    from ikd.probes.entities import EntityMasker, default_tokenizer, find_sentences_dir, parse_types, read_image_list
+    from ikd.probes.entities import (
+        CheckedMasker,
+        EntityMasker,
+        default_tokenizer,
+        find_sentences_dir,
+        parse_types,
+        read_image_list,
+        split_image_names,
+    )
 
     selected = parse_types(types)
     sentences = find_sentences_dir(entities)
@@ -295,7 +303,7 @@ def _entity_annotations(
         n = len(read_text_lines(input_, allow_empty=False))
         if n != len(names):
             raise IkdError(f"{image_list}: {len(names)} image names but {input_} has {n} lines")
-        count = _degrade_file(input_, output, _Checked(masker, n, lambda: check(masker, str(input_))), mask)
+        count = _degrade_file(input_, output, CheckedMasker(masker, n, lambda: check(masker, str(input_))), mask)
         _report(title, {str(input_): count}, {str(input_): masker.unmatched}, json_out=json_out, output=output)
         return
 
@@ -303,12 +311,12 @@ def _entity_annotations(
     manifest = read_manifest(data)
 
     def masker_for(split, info, lines):
-        names = _split_image_names(data, split, info, image_list, manifest.get("source"))
+        names = split_image_names(data, split, info, image_list, manifest.get("source"))
         if len(names) != len(lines):
             raise IkdError(f"split '{split}': {len(names)} image names but {len(lines)} lines of text")
         masker = EntityMasker(sentences, names, selected, tokenize, span, f"split '{split}'")
         maskers[split] = masker
-        return _Checked(masker, len(lines), lambda: check(masker, f"split '{split}'"))
+        return CheckedMasker(masker, len(lines), lambda: check(masker, f"split '{split}'"))
 
     settings = {
         "kind": "entity",
@@ -320,47 +328,3 @@ def _entity_annotations(
     counts = degrade_folder(data, out, lang, masker_for, mask, settings)
     unmatched = {s: m.unmatched for s, m in maskers.items()}
     _report(f"{title}: {out}", counts, unmatched, json_out=json_out, folder=out)
-
-
-class _Checked:
-    """Runs `check` after the last line, so unmatched lines fail before anything is renamed into place."""
-
-    def __init__(self, masker, n_lines: int, check) -> None:
-        self.masker, self.n_lines, self.check = masker, n_lines, check
-
-    def __call__(self, index: int, tokens: list[str]) -> list[int]:
-        hits = self.masker(index, tokens)
-        if index == self.n_lines - 1:
-            self.check()
-        return hits
-
-
-def _split_image_names(data: Path, split: str, info: dict, image_list: Path | None, source: str | None) -> list[str]:
-    """Image name per kept line of a split: --image-list DIR/SPLIT.{names,txt}, else DATA/images/SPLIT.names,
-    else the Multi30K image list the preparation read (manifest image_list, under a local source folder)."""
-    from ikd.data.prepared import PreparedData
-    from ikd.errors import IkdError
-    from ikd.probes.degrade import kept_line_numbers, original_lines
-    from ikd.probes.entities import read_image_list
-
-    candidates = []
-    if image_list is not None:
-        candidates = [image_list / f"{split}.names", image_list / f"{split}.txt"]
-    else:
-        images = info.get("images") or {}
-        prepared = PreparedData.at(data)
-        candidates.append(prepared.resolve(images["names"]) if images.get("names") else prepared.default_names(split))
-        listed = (info.get("image_list") or {}).get("path")
-        if listed and source and Path(source).is_dir():
-            candidates.append(Path(source) / listed)
-    for path in candidates:
-        if path.is_file():
-            names = read_image_list(path)
-            if len(names) == original_lines(info) != int(info["lines"]):  # a full list; skip the dropped lines
-                names = [names[i] for i in kept_line_numbers(info)]
-            return names
-    where = f"--image-list {image_list}: no {split}.names or {split}.txt" if image_list else f"no {candidates[0]}"
-    raise IkdError(
-        f"split '{split}' has no image list ({where}); give --image-list DIR with {split}.txt "
-        "(e.g. Multi30K's image_splits folder)"
-    )

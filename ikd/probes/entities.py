@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ikd.data.prepared import PreparedData
 from ikd.errors import IkdError
 from ikd.fileio import read_lines
+from ikd.probes.degrade import kept_line_numbers, original_lines
 
 ENTITY_TYPES = ("people", "clothing", "bodyparts", "animals", "vehicles", "instruments", "scene", "other", "notvisual")
 DEFAULT_TYPES = tuple(t for t in ENTITY_TYPES if t != "notvisual")
@@ -178,3 +180,42 @@ def default_tokenizer(lang: str = "en") -> Callable[[str], list[str]]:
 
 def read_image_list(path: str | os.PathLike) -> list[str]:
     return [line.strip() for line in read_lines(path)]
+
+
+class CheckedMasker:
+    """Runs `check` after the last line, so unmatched lines fail before anything is renamed into place."""
+
+    def __init__(self, masker, n_lines: int, check) -> None:
+        self.masker, self.n_lines, self.check = masker, n_lines, check
+
+    def __call__(self, index: int, tokens: list[str]) -> list[int]:
+        hits = self.masker(index, tokens)
+        if index == self.n_lines - 1:
+            self.check()
+        return hits
+
+
+def split_image_names(data: Path, split: str, info: dict, image_list: Path | None, source: str | None) -> list[str]:
+    """Image name per kept line of a split: --image-list DIR/SPLIT.{names,txt}, else DATA/images/SPLIT.names,
+    else the Multi30K image list the preparation read (manifest image_list, under a local source folder)."""
+    candidates = []
+    if image_list is not None:
+        candidates = [image_list / f"{split}.names", image_list / f"{split}.txt"]
+    else:
+        images = info.get("images") or {}
+        prepared = PreparedData.at(data)
+        candidates.append(prepared.resolve(images["names"]) if images.get("names") else prepared.default_names(split))
+        listed = (info.get("image_list") or {}).get("path")
+        if listed and source and Path(source).is_dir():
+            candidates.append(Path(source) / listed)
+    for path in candidates:
+        if path.is_file():
+            names = read_image_list(path)
+            if len(names) == original_lines(info) != int(info["lines"]):  # a full list; skip the dropped lines
+                names = [names[i] for i in kept_line_numbers(info)]
+            return names
+    where = f"--image-list {image_list}: no {split}.names or {split}.txt" if image_list else f"no {candidates[0]}"
+    raise IkdError(
+        f"split '{split}' has no image list ({where}); give --image-list DIR with {split}.txt "
+        "(e.g. Multi30K's image_splits folder)"
+    )
