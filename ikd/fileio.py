@@ -100,6 +100,11 @@ def read_lines(path: str | os.PathLike, allow_empty: bool = False) -> list[str]:
         raise IkdError(f"{path}: cannot be read ({e or 'the compressed stream ends early'})") from None
     if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is no part of the first token
         raw = raw[3:]
+    return decode_lines(raw, str(path), allow_empty)
+
+
+def decode_lines(raw: bytes, name: str, allow_empty: bool = False) -> list[str]:
+    """Bytes -> lines (strict UTF-8, CRLF or LF endings); errors name `name` and the line."""
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -108,8 +113,8 @@ def read_lines(path: str | os.PathLike, allow_empty: bool = False) -> list[str]:
         try:
             text = line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError as e:
-            raise IkdError(f"{path}:{number}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            raise IkdError(f"{name}:{number}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
         if not allow_empty and not text.strip():
-            raise IkdError(f"{path}:{number}: empty line")
+            raise IkdError(f"{name}:{number}: empty line")
         out.append(text)
     return out

@@ -122,6 +122,12 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported annotation {annotation}")
+    return check_scalar(value, annotation, where)
+
+
+def check_scalar(value: Any, annotation: Any, where: str) -> Any:
+    """`value` as a bool, int, float or str `annotation` (YAML's types, no coercion but int -> float), or an
+    IkdError naming `where`."""
     if annotation is bool:
         if not isinstance(value, bool):
             raise IkdError(f"{where}: expected true or false, got {value!r}")

@@ -168,25 +168,12 @@ class _TextAsBytes:
 
 def read_text_lines(path: Path | str, allow_empty: bool = True) -> list[str]:
     """fileio.read_lines, with '-' reading stdin (strict UTF-8; errors name <stdin> and the line)."""
-    from ikd.fileio import read_lines
+    from ikd.fileio import decode_lines, read_lines
 
     if not is_std(path):
         return read_lines(path, allow_empty=allow_empty)
     with open_input(STD) as stream:
-        raw = stream.read()
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            text = line.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError as e:
-            raise IkdError(f"<stdin>:{number}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-        if not allow_empty and not text.strip():
-            raise IkdError(f"<stdin>:{number}: empty line")
-        out.append(text)
-    return out
+        return decode_lines(stream.read(), "<stdin>", allow_empty)
 
 
 def write_stdout(text: str) -> None:

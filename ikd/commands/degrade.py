@@ -102,6 +102,22 @@ def _report(
         console.print(f"wrote {folder}; next: ikd bpe --data {folder}, then train on it", highlight=False)
 
 
+def _input_option():
+    return typer.Option(
+        None, "--input", "-i", help="One tokenised text file to degrade ('-': stdin).", callback=input_file
+    )
+
+
+def _output_option():
+    return typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Where to write the degraded file (with --input; '-': stdout).",
+        callback=output_file,
+    )
+
+
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(help=HELP, no_args_is_help=True)
     app.add_typer(sub, name="degrade")
@@ -117,16 +133,8 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="New prepared data folder to write (with --data).", callback=output_dir
         ),
         lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
-        input_: Path | None = typer.Option(
-            None, "--input", "-i", help="One tokenised text file to degrade ('-': stdin).", callback=input_file
-        ),
-        output: Path | None = typer.Option(
-            None,
-            "--output",
-            "-o",
-            help="Where to write the degraded file (with --input; '-': stdout).",
-            callback=output_file,
-        ),
+        input_: Path | None = _input_option(),
+        output: Path | None = _output_option(),
         json_out: str | None = json_option(),
         quiet_: bool = quiet(),
     ) -> None:
@@ -188,16 +196,8 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="New prepared data folder to write (with --data).", callback=output_dir
         ),
         lang: str = typer.Option("en", "--lang", help="Language of the text to mask (the source)."),
-        input_: Path | None = typer.Option(
-            None, "--input", "-i", help="One tokenised text file to degrade ('-': stdin).", callback=input_file
-        ),
-        output: Path | None = typer.Option(
-            None,
-            "--output",
-            "-o",
-            help="Where to write the degraded file (with --input; '-': stdout).",
-            callback=output_file,
-        ),
+        input_: Path | None = _input_option(),
+        output: Path | None = _output_option(),
         json_out: str | None = json_option(),
         quiet_: bool = quiet(),
     ) -> None:

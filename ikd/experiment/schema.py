@@ -9,6 +9,7 @@ import typing
 from typing import Any, Literal
 
 from ikd.errors import IkdError
+from ikd.recipe import check_scalar
 
 MISSING = dataclasses.MISSING
 
@@ -59,23 +60,7 @@ def check_value(value: Any, annotation: Any, where: str) -> Any:
                 raise IkdError(f"{where}: key {key!r} is not a string")
             out[key] = check_value(v, item, join(where, key))
         return out
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise IkdError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise IkdError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise IkdError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise IkdError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {annotation}")
+    return check_scalar(value, annotation, where)
 
 
 def from_mapping(raw: Any, cls: type, where: str) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ikd.checkpoint import DISTILLER_PREFIXES
 from ikd.errors import IkdError
 from ikd.fileio import atomic_path, atomic_write_lines, atomic_write_text, read_lines
 
@@ -30,8 +31,6 @@ WEIGHTS = "model.safetensors"
 VOCAB = "vocab.txt"
 BPE_CODES = "bpe.codes"
 BPE_VOCAB = "bpe_vocab.json"
-# Parts of the model that only training uses: the frozen CNN teacher and the inverted-CNN student.
-TRAINING_ONLY_PREFIXES = ("teacher.", "student.")
 
 
 def translator_state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -41,7 +40,7 @@ def translator_state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     state = payload.get("model")
     if not isinstance(state, dict):
         raise IkdError("the checkpoint has no 'model' entry with the weights")
-    return {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+    return {k: v for k, v in state.items() if not k.startswith(DISTILLER_PREFIXES)}
 
 
 def is_package(path: str | os.PathLike) -> bool:

@@ -17,7 +17,7 @@ from ikd.data.vocab import SPECIALS, Vocabulary
 from ikd.device import amp_dtype, resolve_device
 from ikd.errors import IkdError
 from ikd.export.package import read_package
-from ikd.model.translator import TranslationModel, build_translator, translator_from_state
+from ikd.model.translator import TranslationModel, build_translator
 from ikd.recipe import Recipe, recipe_from_dict
 
 
@@ -123,9 +123,11 @@ def load_for_inference(
     dev = resolve_device(device)
     shape = feature_shape(payload, recipe)
     state = payload["model"]
-    shapes = build_translator(recipe.model, len(vocab), vocab.pad, shape, generator_device="meta")
-    _check_state_dict(path, shapes, state, vocab)
-    model = translator_from_state(recipe.model, len(vocab), vocab.pad, shape, state)
+    # the generator (12.8M parameters for ResNet-50) is built without values: its random init would cost more
+    # than the rest of loading, and the checkpoint's tensors are assigned to it
+    model = build_translator(recipe.model, len(vocab), vocab.pad, shape, generator_device="meta")
+    _check_state_dict(path, model, state, vocab)
+    model.load_state_dict(state, strict=True, assign=True)
     model.to(dev).eval()
     distiller = None
     if with_distiller and not recipe.model.text_only:

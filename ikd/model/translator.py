@@ -191,18 +191,6 @@ class TranslationModel(nn.Module):
         return self.decode(tgt_in, enc), enc
 
 
-def translator_from_state(
-    cfg: ModelConfig, vocab_size: int, pad: int, feature_shape: Shape | None, state: dict[str, Tensor]
-) -> TranslationModel:
-    """A translator holding the tensors of `state` (strict). The generator is built on the meta device and
-    gets the checkpoint's tensors directly: for ResNet-50 it has 12.8M parameters, whose random init would
-    cost more than the rest of loading."""
-    shape = None if cfg.text_only else feature_shape
-    model = TranslationModel(cfg, vocab_size, pad, shape, generator_device="meta")
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
-
-
 def build_translator(
     cfg: ModelConfig,
     vocab_size: int,
