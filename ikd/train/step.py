@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ikd.device import amp_dtype
+from ikd.device import amp_dtype, keep_freed_host_memory
 from ikd.recipe import Recipe
 from ikd.train.objective import FIELDS, objective
 from ikd.train.schedule import InverseSqrtSchedule
@@ -44,6 +44,8 @@ class Stepper:
         world: int = 1,
     ):
         self.model = model  # possibly DDP- or compile-wrapped
+        if device.type == "cpu":
+            keep_freed_host_memory()
         self.raw_model = raw_model
         self.recipe = recipe
         self.device = device
