@@ -162,7 +162,7 @@ def test_table_mean_std_significance_and_missing_runs(folder):
     out = render(data, "markdown")
     assert "| text (baseline) | 3/3  | 32.00 ± 2.00" in out
     assert "41.50 ± 2.12 (2/3)‡" in out
-    assert "ikd/seed3 (missing)" in out and "concatenated seed after seed" in out
+    assert "ikd/seed3 (missing)" in out and "sentence-level cluster bootstrap over the seeds" in out
     records = json.loads(render(data, "json"))["cells"]
     got = {(r["system"], r["metric"]): r for r in records}
     assert got["ikd", "bleu"]["significant"] is True and got["text", "bleu"]["p_value"] is None
@@ -178,7 +178,7 @@ def test_identical_outputs_are_not_significant_and_cache(folder):
     cell = collect(exp).rows[1].cells["test", "bleu"]
     assert cell.p == 1.0 and "†" not in render(collect(exp), "markdown").split("\n")[5]
     cache = json.loads((exp.out / "significance.json").read_text())
-    assert list(cache.values()) == [1.0]
+    assert list(cache.values()) == [{"p": 1.0, "p_worse": 1.0}]
 
 
 def test_published_values_and_differences(folder):

@@ -4,6 +4,7 @@ checkpoint, errors) and CTranslate2 conversion (beam-5 output equal to ikd's on 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from ikd.cli import main
 from ikd.data.vocab import Vocabulary
 from ikd.errors import IkdError
 from ikd.export.exporter import export_checkpoint
-from ikd.export.package import translator_state_dict
+from ikd.export.package import PACKAGE_FORMAT, publish, translator_state_dict
 from ikd.fileio import read_lines
 from ikd.inference.loading import load_for_inference
 from ikd.inference.translator import SearchOptions, Translator
@@ -211,3 +212,62 @@ def test_ctranslate2_token_log_probabilities_equal_ikd(norm: str, tmp_path: Path
         logits = model.decode(torch.tensor([[2, *tgt]]), model.encode(torch.tensor([src])))
     ours = torch.log_softmax(logits[0], dim=-1).gather(1, torch.tensor(tgt + [2])[:, None]).squeeze(1)
     assert scored == pytest.approx(ours.tolist(), abs=1e-4)
+
+
+def _package_builder(version: str):
+    def build(tmp: Path) -> None:
+        (tmp / "config.json").write_text(json.dumps({"format": PACKAGE_FORMAT}))
+        (tmp / "weights").write_text(version)
+
+    return build
+
+
+def test_a_failed_rename_keeps_the_earlier_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "pkg"
+    publish(_package_builder("one"), out)
+    real_replace = os.replace
+
+    def failing(src, dst, *args, **kwargs):
+        if Path(src).name.endswith(".tmp"):  # the new export: the disk is full, the target vanished...
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(IkdError, match=r"pkg: could not move the new export into place \(.*No space left.*\); the "
+                       r"earlier export is kept$"):  # fmt: skip
+        publish(_package_builder("two"), out)
+    assert (out / "weights").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # nothing left beside it
+
+    def restore_fails_too(src, dst, *args, **kwargs):
+        if Path(src).name.endswith((".tmp", ".old")):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", restore_fails_too)
+    with pytest.raises(IkdError, match=r"the earlier export is kept in (\S+)$") as caught:
+        publish(_package_builder("three"), out)
+    kept = Path(str(caught.value).rsplit(" kept in ", 1)[1])
+    assert (kept / "weights").read_text() == "one" and not out.exists()
+
+
+def test_export_over_an_earlier_export_fails_in_one_line_and_keeps_it(
+    ikd_random_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "pkg"
+    export_checkpoint(ikd_random_checkpoint, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def failing(src, dst, *args, **kwargs):
+        if Path(src).name.endswith(".tmp") and Path(dst) == out:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing)
+    assert main(["export", str(ikd_random_checkpoint), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "pkg: could not move the new export into place" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    load_for_inference(out, "cpu")  # still a working package

@@ -1,5 +1,5 @@
 """`ikd evaluate`: score hypothesis files (or translate prepared splits with checkpoints) against references:
-BLEU, METEOR, chrF, mean and std over runs, paired bootstrap significance against a baseline."""
+BLEU, METEOR, chrF, mean and std over runs, significance against a baseline (a cluster bootstrap over the runs)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         baseline: list[Path] = typer.Option(
             None,
             "--baseline",
-            help="Baseline hypotheses for paired bootstrap: one, or one per --hyp.",
+            help="Baseline hypotheses ('-': stdin); repeat for several runs (seeds). All runs of the baseline are "
+            "tested against all --hyp runs at once.",
             callback=input_files,
         ),
         lang: str = typer.Option(None, "--lang", help="Target language for METEOR (default: the --ref suffix)."),
@@ -50,8 +51,10 @@ def register(app: typer.Typer) -> None:
             False, "--require-meteor", help="Fail instead of falling back when the official METEOR 1.5 cannot run."
         ),
         json_out: str = json_option(),
-        bootstrap_samples: int = typer.Option(1000, "--bootstrap-samples", help="Paired bootstrap resamples."),
-        seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed (not 0: sacrebleu takes 0 for unseeded)."),
+        bootstrap_samples: int = typer.Option(
+            1000, "--bootstrap-samples", help="Bootstrap samples of the test sentences for significance."
+        ),
+        seed: int = typer.Option(12345, "--seed", help="Bootstrap RNG seed (numpy; 0 or more)."),
         checkpoint: list[Path] = typer.Option(
             None, "--checkpoint", "-c", help="Translate --split(s) of --data with this checkpoint; repeat for seeds."
         ),
@@ -82,7 +85,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score translations as the paper does: corpus BLEU on lowercased tokenised text (sacrebleu, with its
         signature), METEOR (official 1.5 jar, or a labelled fallback), chrF; mean and standard deviation
-        over several runs; paired bootstrap p-values against a baseline. With --checkpoint, first translate
+        over several runs; one-sided p-values against a baseline from a sentence-level cluster bootstrap that
+        scores every run of both on each sample (Clark et al. 2011, MultEval). With --checkpoint, first translate
         prepared splits (DATA/SRC-TGT/SPLIT.bpe.SRC) and score them against DATA/text/SPLIT.TGT."""
         from ikd.commands import write_json
         from ikd.console import is_quiet, make_console
@@ -92,8 +96,8 @@ def register(app: typer.Typer) -> None:
         chosen = parse_metrics(metrics)
         if bootstrap_samples < 1:
             raise IkdError("--bootstrap-samples must be at least 1")
-        if seed == 0:  # sacrebleu's PairedTest treats 0 as "no seed": a different resampling every run
-            raise IkdError("--seed 0 means unseeded to sacrebleu's paired test; use another value")
+        if seed < 0:
+            raise IkdError(f"--seed {seed}: the bootstrap seed must be 0 or more")
         jar = str(meteor_jar) if meteor_jar else None
         std_inputs = [p for p in [*(hyp or []), ref, *(baseline or [])] if is_std(p)]
         if len(std_inputs) > 1:

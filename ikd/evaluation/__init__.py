@@ -1,1 +1,1 @@
-"""Scoring as the paper: BLEU and chrF (sacrebleu), METEOR, paired bootstrap significance, runs over seeds."""
+"""Scoring as the paper: BLEU and chrF (sacrebleu), METEOR, runs over seeds, their significance."""

@@ -1,5 +1,6 @@
 """Score one or several runs of a system (seeds) against one reference: per-run BLEU/chrF/METEOR, mean and
-standard deviation over runs, baselines and paired bootstrap p-values; as a JSON-ready dict and a rich table."""
+standard deviation over runs, baselines and the cluster bootstrap's p-values over all runs of both; as a
+JSON-ready dict and a rich table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from ikd.errors import IkdError
 from ikd.evaluation.meteor import meteor
 from ikd.evaluation.metrics import bleu, check_lengths, chrf
-from ikd.evaluation.significance import DEFAULT_SAMPLES, DEFAULT_SEED, paired_bootstrap
+from ikd.evaluation.significance import DEFAULT_SAMPLES, DEFAULT_SEED, MARKS, cluster_bootstrap, describe, mark
 
 METRICS = ("bleu", "chrf", "meteor")
 
@@ -81,8 +82,8 @@ def score_runs(
     scoring: Scoring,
     baselines: list[tuple[str, list[str]]] | None = None,
 ) -> dict:
-    """Score each (name, hypotheses) run and each baseline run; with baselines, paired bootstrap p-values
-    for every run against its baseline (the only one, or the one at the same position)."""
+    """Score each (name, hypotheses) run and each baseline run; with baselines, one significance test per
+    metric (BLEU, chrF) of all the system's runs against all the baseline's (`cluster_bootstrap`)."""
     baselines = baselines or []
     if not systems:
         raise IkdError("nothing to evaluate: give --hyp (or --checkpoint)")
@@ -90,11 +91,6 @@ def score_runs(
         raise IkdError(f"{ref_name}: no reference lines")
     for name, hyps in [*systems, *baselines]:
         check_lengths(hyps, refs, name, ref_name)
-    if baselines and len(baselines) not in (1, len(systems)):
-        raise IkdError(
-            f"{len(baselines)} baselines for {len(systems)} systems: "
-            "give one baseline, or one per --hyp (paired by position)"
-        )
     meta: dict = {"lang": scoring.meteor.lang, "references": ref_name, "sentences": len(refs)}
     rows = [_score(name, hyps, refs, scoring, meta) for name, hyps in systems]
     report: dict = {"meta": meta, "metrics": list(scoring.metrics), "systems": rows}
@@ -104,16 +100,20 @@ def score_runs(
         report["baselines"] = base_rows
         report["baseline_summary"] = _summary(base_rows, scoring.metrics)
         sig_metrics = tuple(m for m in scoring.metrics if m in ("bleu", "chrf")) or ("bleu",)
-        tests = []
-        for i, system in enumerate(systems):
-            base = baselines[0] if len(baselines) == 1 else baselines[i]
-            if base[0] == system[0]:
-                base = (base[0] + " (baseline)", base[1])
-            for r in paired_bootstrap(base, [system], refs, sig_metrics, scoring.bootstrap_samples, scoring.seed):
-                tests.append(asdict(r))
-        report["significance"] = tests
-        report["meta"]["bootstrap"] = {"samples": scoring.bootstrap_samples, "seed": scoring.seed}
+        system = (_side_name(systems), [hyps for _, hyps in systems])
+        baseline = (_side_name(baselines), [hyps for _, hyps in baselines])
+        tests = cluster_bootstrap(system, baseline, refs, sig_metrics, scoring.bootstrap_samples, scoring.seed)
+        report["significance"] = [{**asdict(t), "mark": mark(t.p_value, t.p_worse)} for t in tests]
+        report["meta"]["bootstrap"] = {
+            "samples": scoring.bootstrap_samples,
+            "seed": scoring.seed,
+            "test": describe(scoring.bootstrap_samples, scoring.seed),
+        }
     return report
+
+
+def _side_name(runs: list[tuple[str, list[str]]]) -> str:
+    return ", ".join(name for name, _ in runs)
 
 
 # ---------------------------------------------------------------------------------------------- display
@@ -160,18 +160,19 @@ def render(report: dict, title: str, console) -> None:
     tests = report.get("significance") or []
     if tests:
         boot = meta["bootstrap"]
-        sig = Table(title=f"paired bootstrap resampling ({boot['samples']} samples, seed {boot['seed']})")
+        sig = Table(title=f"cluster bootstrap over the runs ({boot['samples']} samples, seed {boot['seed']})")
         for col in ("system", "baseline", "metric", "system score", "baseline score", "p"):
             sig.add_column(col, justify="right" if "score" in col or col == "p" else "left")
         for t in tests:
-            mark = " *" if t["p_value"] < 0.05 else ""
             sig.add_row(
                 t["system"],
                 t["baseline"],
                 t["metric"],
                 f"{t['score']:.2f}",
                 f"{t['baseline_score']:.2f}",
-                f"{t['p_value']:.4f}{mark}",
+                f"{t['p_value']:.4f}{t['mark']}",
             )
         console.print(sig)
-        console.print("* p < 0.05", markup=False)
+        console.print(
+            f"{MARKS}; the scores are means over the runs; {boot['test']}", markup=False, soft_wrap=True
+        )

@@ -261,8 +261,8 @@ def load_experiment(path: str | os.PathLike, out: str | os.PathLike | None = Non
             raise IkdError(f"{where}.metrics: {m!r} is not one of {', '.join(METRICS)}")
     if ev.beam < 1 or ev.batch_size < 1 or ev.bootstrap_samples < 1:
         raise IkdError(f"{where}: beam, batch_size and bootstrap_samples must be at least 1")
-    if ev.bootstrap_seed == 0:
-        raise IkdError(f"{where}.bootstrap_seed: 0 means unseeded to sacrebleu's paired test; use another value")
+    if ev.bootstrap_seed < 0:
+        raise IkdError(f"{where}.bootstrap_seed: {ev.bootstrap_seed}: the bootstrap seed must be 0 or more")
     for split in spec.table.splits:
         if split not in ev.splits and not (split == "avg" and ev.average):
             raise IkdError(f"{path}: table.splits: {split!r} is not in evaluate.splits (nor avg with evaluate.average)")

@@ -1,12 +1,10 @@
 """The experiment's table: one row per system, one column per split x metric, mean ± std over seeds, the
 significance of each system's difference to its baseline, and the published values beside.
 
-Seeds and significance: a system's hypotheses of every finished seed are concatenated (seed after seed), and so
-are the baseline's, seed s paired with seed s; one paired bootstrap test (sacrebleu, as `ikd evaluate`) then
-compares the two concatenations against the references repeated once per seed. One test per cell uses every run
-of both systems, keeps each pair of outputs for the same sentence and seed together, and has no arbitrary choice
-of which seed pair to report (testing seed pairs separately gives one p-value per pair, and no rule for
-combining them that the paper states)."""
+Seeds and significance: one test per cell, the cluster bootstrap of `ikd evaluate`
+(ikd.evaluation.significance): each sample draws the test sentences with replacement and scores every seed
+finished by both systems on them; a side's score is the mean over its seeds, the statistic the cell reports.
+One-sided: † / ‡ mark a system better than its baseline, ↓ one worse."""
 
 from __future__ import annotations
 
@@ -18,6 +16,7 @@ from typing import Any
 from ikd.data.prepared import PreparedData
 from ikd.errors import IkdError
 from ikd.evaluation.runs import mean_std
+from ikd.evaluation.significance import MARKS, cluster_bootstrap, describe, mark
 from ikd.experiment.layout import check_identity, read_json, write_json
 from ikd.experiment.published import Published, load_published
 from ikd.experiment.spec import TESTED, Experiment
@@ -50,7 +49,8 @@ class Cell:
     seeds: list[int] = field(default_factory=list)
     expected: int = 0
     status: str = ""  # empty when values exist, else: missing, unfinished, failed, other recipe, n/a
-    p: float | None = None
+    p: float | None = None  # share of bootstrap samples in which the system is not better than its baseline
+    p_worse: float | None = None  # ... not worse
     tested_seeds: list[int] = field(default_factory=list)
     published: tuple[float, float | None] | None = None
 
@@ -162,19 +162,19 @@ def _run_values(exp: Experiment, name: str, seed: int, meta: dict[str, Any]) -> 
 
 
 # ---------------------------------------------------------------------------------------------- significance
-def _concatenated(exp: Experiment, name: str, seeds: list[int], split: str) -> list[str]:
+SIGNIFICANCE_VERSION = "cluster-1"  # in the cache key: p-values of another test are not reused
+
+
+def _runs(exp: Experiment, name: str, seeds: list[int], split: str) -> list[list[str]]:
     system = exp.systems[name]
-    out: list[str] = []
-    for seed in seeds:
-        out.extend(read_lines(hyp_path(exp.run_dir(name, seed), split, system.recipe.data.tgt), allow_empty=True))
-    return out
+    return [
+        read_lines(hyp_path(exp.run_dir(name, seed), split, system.recipe.data.tgt), allow_empty=True) for seed in seeds
+    ]
 
 
 def _significance(exp: Experiment, rows: list[Row], columns: list[tuple[str, str]]) -> None:
     """p-values of each system against its baseline, for BLEU and chrF, cached in OUT/significance.json by the
     hashes of the hypotheses tested."""
-    from ikd.evaluation.significance import paired_bootstrap
-
     ev = exp.spec.evaluate
     by_name = {row.system: row for row in rows}
     cache_path = exp.out / "significance.json"
@@ -191,30 +191,29 @@ def _significance(exp: Experiment, rows: list[Row], columns: list[tuple[str, str
             seeds = [s for s in cell.seeds if s in base_cell.seeds]
             if not seeds:
                 continue
-            hyps = _concatenated(exp, row.system, seeds, split)
-            base_hyps = _concatenated(exp, base.system, seeds, split)
+            runs = _runs(exp, row.system, seeds, split)
+            base_runs = _runs(exp, base.system, seeds, split)
             system = exp.systems[row.system]
             refs = read_lines(PreparedData.at(system.eval_data).text(split, system.recipe.data.tgt), allow_empty=True)
-            refs = refs * len(seeds)
-            digest = hashlib.sha256("\n".join([*hyps, "\0", *base_hyps, "\0", *refs]).encode()).hexdigest()
-            key = f"{row.system}|{base.system}|{split}|{metric}|{ev.bootstrap_samples}|{ev.bootstrap_seed}|{digest}"
-            if key not in cache:
-                (result,) = paired_bootstrap(
-                    (base.system, base_hyps), [(row.system, hyps)], refs, (metric,), ev.bootstrap_samples,
+            digest = hashlib.sha256(json.dumps([runs, base_runs, refs]).encode()).hexdigest()
+            key = f"{SIGNIFICANCE_VERSION}|{row.system}|{base.system}|{split}|{metric}|{ev.bootstrap_samples}|"
+            key += f"{ev.bootstrap_seed}|{digest}"
+            if not isinstance(cache.get(key), dict):
+                (result,) = cluster_bootstrap(
+                    (row.system, runs), (base.system, base_runs), refs, (metric,), ev.bootstrap_samples,
                     ev.bootstrap_seed,
                 )  # fmt: skip
-                cache[key] = result.p_value
+                cache[key] = {"p": result.p_value, "p_worse": result.p_worse}
                 changed = True
-            cell.p, cell.tested_seeds = float(cache[key]), seeds
+            cell.p, cell.p_worse = float(cache[key]["p"]), float(cache[key]["p_worse"])
+            cell.tested_seeds = seeds
     if changed:
         write_json(cache_path, cache)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
-def mark(p: float | None) -> str:
-    if p is None:
-        return ""
-    return "‡" if p < 0.01 else "†" if p < 0.05 else ""
+def cell_mark(cell: Cell) -> str:
+    return mark(cell.p, cell.p_worse)
 
 
 def format_value(cell: Cell) -> str:
@@ -225,7 +224,7 @@ def format_value(cell: Cell) -> str:
     text = f"{mean:.2f} ± {std:.2f}" if len(cell.values) > 1 else f"{mean:.2f}"
     if len(cell.values) < cell.expected:
         text += f" ({len(cell.values)}/{cell.expected})"
-    return text + mark(cell.p)
+    return text + cell_mark(cell)
 
 
 def format_p(row: Row, cell: Cell, is_baseline: bool) -> str:
@@ -234,7 +233,7 @@ def format_p(row: Row, cell: Cell, is_baseline: bool) -> str:
     if cell.p is None:
         return "-"
     seeds = "" if len(cell.tested_seeds) == cell.expected else f" ({len(cell.tested_seeds)} seeds)"
-    return f"{cell.p:.3f}{mark(cell.p)}{seeds}"
+    return f"{cell.p:.3f}{cell_mark(cell)}{seeds}"
 
 
 def format_published(cell: Cell) -> tuple[str, str]:
@@ -293,10 +292,8 @@ def legend(data: TableData) -> list[str]:
     if any(r.baseline for r in data.rows):
         boot = data.meta["bootstrap"]
         lines.append(
-            f"† p < 0.05, ‡ p < 0.01 (column p): paired bootstrap resampling ({boot['samples']} samples, seed "
-            f"{boot['seed']}; sacrebleu, as ikd evaluate) of each system against its baseline, BLEU and chrF only; "
-            "the hypotheses of all seeds finished by both systems are concatenated seed after seed (seed s paired "
-            "with the baseline's seed s) and tested once against the references repeated per seed"
+            f"{MARKS} (column p: the share of samples in which the system is not better; BLEU and chrF only): "
+            f"{describe(boot['samples'], boot['seed'])}, over the seeds finished by both systems, as ikd evaluate"
         )
     if "bleu_signature" in data.meta:
         lines.append(f"BLEU: {data.meta['bleu_signature']}")
@@ -329,12 +326,14 @@ def render_markdown(data: TableData) -> str:
     return "\n".join(out) + "\n"
 
 
+_LATEX = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")]  # escapes first
+_LATEX += [("±", r"$\pm$"), ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("↓", r"$^\downarrow$"), ("Δ", r"$\Delta$")]
+
+
 def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+    for a, b in _LATEX:
         text = text.replace(a, b)
-    return (
-        text.replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$").replace("Δ", r"$\Delta$")
-    )
+    return text
 
 
 def render_latex(data: TableData) -> str:
@@ -370,7 +369,10 @@ def to_records(data: TableData) -> list[dict[str, Any]]:
                     "status": cell.status or "ok",
                     "baseline": row.baseline,
                     "p_value": cell.p,
+                    "p_worse": cell.p_worse,
+                    "mark": cell_mark(cell),
                     "significant": None if cell.p is None else cell.p < 0.05,
+                    "worse": None if cell.p_worse is None else cell.p_worse < 0.05,
                     "paper": None if cell.published is None else cell.published[0],
                     "paper_std": None if cell.published is None else cell.published[1],
                     "difference": None if cell.published is None or ms is None else round(ms[0] - cell.published[0], 4),

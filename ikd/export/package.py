@@ -149,25 +149,45 @@ def check_out_dir(out: Path) -> None:
 
 
 def publish(build, out: Path) -> None:
-    """Run `build(tmp_dir)` in a temporary folder beside `out`, then move it to `out` in one rename (an
-    existing export there is replaced only once the new one is complete)."""
+    """Run `build(tmp_dir)` in a temporary folder beside `out`, then move it to `out` in one rename. An earlier
+    export there is kept until the new one is in place: it is moved aside first, restored if the new one cannot
+    be moved in, and deleted only after it was."""
     out = Path(out)
     check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old = None
     try:
         build(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
+        _move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_into_place(new: Path, out: Path) -> None:
+    if not out.exists():
+        try:
+            os.replace(new, out)
+        except OSError as e:
+            raise IkdError(f"{out}: could not move the new export into place ({e})") from None
+        return
+    old = new.with_name(new.name.removesuffix(".tmp") + ".old")  # as unique as the temporary folder's name
+    try:
+        os.replace(out, old)
+    except OSError as e:
+        raise IkdError(f"{out}: could not move the earlier export aside ({e}); it is left as it was") from None
+    try:
+        os.replace(new, out)
+    except OSError as e:
+        try:
+            os.replace(old, out)
+        except OSError:
+            raise IkdError(
+                f"{out}: could not move the new export into place ({e}); the earlier export is kept in {old}"
+            ) from None
+        raise IkdError(f"{out}: could not move the new export into place ({e}); the earlier export is kept") from None
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:
