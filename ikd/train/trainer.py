@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ikd.checkpoint import load_checkpoint
+from ikd.checkpoint import FORMAT_1, load_checkpoint
 from ikd.device import resolve_device
 from ikd.errors import IkdError
 from ikd.fileio import atomic_write_text
@@ -23,13 +23,12 @@ from ikd.train.checkpoints import AVERAGE, BEST, LAST, CheckpointManager, averag
 from ikd.train.data import RunData, epoch_batches, load_run_data, make_loader
 from ikd.train.metrics import MetricsLog
 from ikd.train.objective import FIELDS, KD_FIELDS, build_training_model, kd_ce_ratio
+from ikd.train.optimizer_state import format_1_names
 from ikd.train.progress import EpochMeter, epoch_line, progress_bar, show_window
+from ikd.train.resume import resumed_recipe
 from ikd.train.rng import rng_state, seed_everything, set_rng_state
 from ikd.train.step import Stepper
 from ikd.train.validation import validation_bleu, validation_loss
-
-# Recipe sections that fix the model's parameters: a resumed run must not change them.
-MODEL_SECTIONS = ("data", "model", "vision", "kd")
 
 
 @dataclass
@@ -67,18 +66,6 @@ def better(metric: str, value: float, best: float) -> bool:
 
 def worst(metric: str) -> float:
     return -math.inf if metric == "bleu" else math.inf
-
-
-def _diff_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = []
-    for section in MODEL_SECTIONS:
-        sa, sb = a.get(section, {}), b.get(section, {})
-        for key in sorted(set(sa) | set(sb)):
-            if section == "data" and key in ("num_workers", "skip_overlong", "max_len", "dir"):
-                continue
-            if sa.get(key) != sb.get(key):
-                keys.append(f"{section}.{key}")
-    return keys
 
 
 class Trainer:
@@ -122,15 +109,12 @@ class Trainer:
         return None
 
     def setup(self) -> None:
-        recipe = self.recipe
         self.checkpoint = self._check_out()
         if self.checkpoint is not None:
-            differ = _diff_keys(self.checkpoint["recipe"], recipe.to_dict())
-            if differ:
-                raise IkdError(
-                    f"{self.out / LAST}: --resume with a recipe that changes {', '.join(differ)}; "
-                    "only train.* settings may change when resuming"
-                )
+            self.recipe, taken = resumed_recipe(self.recipe, self.checkpoint["recipe"], str(self.out / LAST))
+            if taken:
+                self.report(f"--resume: as the run was trained (the recipe does not set them): {', '.join(taken)}")
+        recipe = self.recipe
         if recipe.train.best_metric == "bleu" and not recipe.train.valid_bleu:
             raise IkdError(f"{self.recipe_source}: train.best_metric bleu needs train.valid_bleu: true")
         seed_everything(recipe.train.seed)
@@ -180,7 +164,11 @@ class Trainer:
         if self.raw_model.distiller is not None:
             self.raw_model.distiller.load_state_dict(ckpt["distiller"])
         state = ckpt["train_state"]
-        self.stepper.load_state_dict(state)
+        names = self.stepper.param_names
+        try:  # a 0.1.0 state numbers the parameters in 0.1.0's order
+            self.stepper.load_state_dict(state, format_1_names(names) if ckpt["read_format"] == FORMAT_1 else None)
+        except ValueError as e:
+            raise IkdError(f"{self.out / LAST}: {e}") from None
         self.epoch = int(ckpt["epoch"])
         metric = self.recipe.train.best_metric
         if state.get("best_metric", "loss") == metric:
