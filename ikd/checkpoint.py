@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
+from ikd import __version__
 from ikd.errors import IkdError
 from ikd.fileio import atomic_path
+from ikd.recipe import complete_saved_recipe
 
 FORMAT = "ikd-checkpoint-2"
 FORMAT_1 = "ikd-checkpoint-1"  # release 0.1.0: one state dict, the teacher and student under "model"
@@ -18,10 +20,12 @@ DISTILLER_PREFIXES = ("teacher.", "student.")
 
 # Keys of a checkpoint (a plain dict of tensors, numbers, strings, lists and dicts):
 #   format      FORMAT
+#   ikd_version the version of ikd that wrote the file (absent before 0.2.0; "0.1.0" once a format 1 file is read)
 #   model       the translator's state_dict: all that translation reads (generator and pseudo-tokens included)
 #   distiller   (IKD only) the Distiller's state_dict: teacher.* and student.*, for training, retrieve, imagine
 #   feature_shape  (IKD only) [C, H, W] of the teacher's last map, so the translator is built without a CNN
-#   recipe      the resolved recipe as a dict (ikd.recipe.Recipe.to_dict())
+#   recipe      the resolved recipe as a dict (ikd.recipe.Recipe.to_dict()); on loading, keys that the
+#               writing version lacked are filled in as that version behaved (ikd.recipe.ADDED_KEYS)
 #   vocab       the joint vocabulary's token list, specials first
 #   bpe_codes   the text of the subword-nmt codes file ("" when the data had no BPE step)
 #   bpe_vocab   the per-language BPE vocabulary filters {lang: {unit: count}}
@@ -29,11 +33,13 @@ DISTILLER_PREFIXES = ("teacher.", "student.")
 #   src, tgt    language codes
 #   epoch, updates
 #   train_state (optional, absent from averaged checkpoints) optimiser, scheduler, scaler, RNG, early stopping
+# load_checkpoint adds `read_format`, the format the file was written in (before an upgrade to FORMAT).
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves a truncated checkpoint."""
-    payload = {"format": FORMAT, **payload}
+    payload = {k: v for k, v in payload.items() if k != "read_format"}
+    payload = {**payload, "format": FORMAT, "ikd_version": __version__}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -66,13 +72,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise IkdError(f"{path}: not a readable ikd checkpoint ({_load_failure(e)})") from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise IkdError(f"{path}: not an ikd checkpoint (no format entry)")
-    if payload["format"] == FORMAT_1:
-        return upgrade_format_1(payload)
-    if payload["format"] != FORMAT:
+    read_format = payload["format"]
+    if read_format == FORMAT_1:
+        payload = upgrade_format_1(payload)
+    elif read_format != FORMAT:
         raise IkdError(
             f"{path}: checkpoint format {payload['format']!r} is not one this version of ikd reads "
             f"({FORMAT}, {FORMAT_1})"
         )
+    if isinstance(payload.get("recipe"), dict):
+        payload["recipe"] = complete_saved_recipe(payload["recipe"])
+    payload["read_format"] = read_format
     return payload
 
 
@@ -84,7 +94,7 @@ def upgrade_format_1(payload: dict[str, Any]) -> dict[str, Any]:
             distiller[key] = value
         else:
             model[key] = value
-    out = {**payload, "format": FORMAT, "model": model}
+    out = {"ikd_version": "0.1.0", **payload, "format": FORMAT, "model": model}  # format 1: only 0.1.0 wrote it
     if distiller:
         out["distiller"] = distiller
     return out

@@ -98,11 +98,35 @@ class Recipe:
     vision: VisionConfig = field(default_factory=VisionConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # The `section.key`s that the recipe file or --set gave (set by recipe_from_dict); None for a recipe built
+    # in code, where every key counts as given. A resumed run takes the keys not given from the run itself.
+    given_keys: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["given_keys"]
         d["train"]["adam_betas"] = list(d["train"]["adam_betas"])
         return d
+
+
+# Keys added after release 0.1.0, each with the value that gives the behaviour of the versions that lacked it.
+# A recipe saved without such a key (in an older checkpoint) ran that way, whatever today's default is.
+ADDED_KEYS: dict[str, Any] = {
+    "model.text_feature": "dropout",  # 0.1.0 took t after embedding dropout
+    "train.best_metric": "loss",  # 0.1.0 chose checkpoint_best.pt and early-stopped on CE + KD
+    "train.tensorboard": False,
+}
+
+
+def complete_saved_recipe(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a saved recipe (a checkpoint's) with the keys its version did not have filled in as that
+    version behaved (ADDED_KEYS), not with today's defaults."""
+    out = {name: dict(values) if isinstance(values, dict) else values for name, values in raw.items()}
+    for dotted, value in ADDED_KEYS.items():
+        section, key = dotted.split(".")
+        if isinstance(out.get(section, {}), dict):
+            out.setdefault(section, {}).setdefault(key, value)
+    return out
 
 
 def _check_value(value: Any, annotation: Any, where: str) -> Any:
@@ -149,11 +173,13 @@ def check_scalar(value: Any, annotation: Any, where: str) -> Any:
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: set[str] | None = None) -> Recipe:
     """Validate a nested dict against the Recipe sections. Unknown keys and wrong types are errors
-    naming the key and `source` (the file), or `--set` for the `section.key`s in `overridden`."""
+    naming the key and `source` (the file), or `--set` for the `section.key`s in `overridden`. The keys
+    present in `raw` are the recipe's `given_keys`."""
     overridden = overridden or set()
     if not isinstance(raw, dict):
         raise IkdError(f"{source}: a recipe is a mapping of sections ({', '.join(_sections())})")
     sections = {}
+    given: set[str] = set()
     for name, cls in _sections().items():
         values = raw.get(name, {}) or {}
         if not isinstance(values, dict):
@@ -167,14 +193,16 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: se
             origin = f"--set {name}.{key}" if f"{name}.{key}" in overridden else f"{source}: {name}.{key}"
             kwargs[key] = _check_value(value, hints[key], origin)
         sections[name] = cls(**kwargs)
+        given.update(f"{name}.{key}" for key in kwargs)
     for name in raw:
         if name not in sections:
             raise IkdError(f"{source}: unknown section '{name}' (known: {', '.join(_sections())})")
-    return Recipe(**sections)
+    return Recipe(**sections, given_keys=frozenset(given))
 
 
 def _sections() -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(Recipe)}  # type: ignore[misc]
+    fields = dataclasses.fields(Recipe)
+    return {f.name: f.default_factory for f in fields if f.default_factory is not dataclasses.MISSING}  # type: ignore[misc]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -106,9 +106,9 @@ def register(app: typer.Typer) -> None:
         from ikd.recipe import load_recipe
         from ikd.train.trainer import train as run_train
 
-        loaded = load_recipe(recipe, list(overrides or []))
-        if tensorboard:
-            loaded.train.tensorboard = True
+        if tensorboard:  # as an override, so that it counts as a key given (a resumed run keeps the others)
+            overrides.append("train.tensorboard=true")
+        loaded = load_recipe(recipe, overrides)
         if loaded.train.tensorboard:
             from ikd.train.tensorboard import require_tensorboard
 

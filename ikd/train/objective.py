@@ -4,7 +4,8 @@
 
 CE is fairseq's label-smoothed cross entropy summed over the target tokens and divided by their number;
 IrM-KD (eq. 7) and IaM-KD (eq. 8) come from the Distiller, computed on the m the translator generated from
-the text. Training (`Stepper`) and validation (`Trainer.validate`) both call `objective`.
+the text. Training (`Stepper`) and validation (`ikd.train.validation`) both call `objective`; `weighted_loss`
+is the one place where the terms are weighted and summed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from ikd.device import autocast
 from ikd.model.distiller import build_distiller
 from ikd.model.translator import TranslationModel, build_translator
-from ikd.recipe import Recipe
+from ikd.recipe import KDConfig, Recipe
 from ikd.train.loss import label_smoothed_ce
 
 
@@ -113,18 +114,25 @@ def objective(
     zero = ce.new_zeros(())
     if kd is None:
         return ObjectiveTerms(ce, ce, nll_sum / ntokens, zero, zero, zero, zero, zero)
+    irm, iam = kd.irm.float(), kd.iam.float()
+    loss = weighted_loss(ce, irm, iam, recipe.kd)
+    return ObjectiveTerms(loss, ce, nll_sum / ntokens, irm, iam, kd.image, kd.irm_feat, kd.iam_feat)
+
+
+def weighted_loss(ce, irm, iam, kd: KDConfig):
+    """L = CE + lambda_irm * IrM + lambda_iam * IaM (eq. 9), for tensors (a step) and floats (validation means)
+    alike. A term whose weight is 0 is left out rather than multiplied by 0: "w/o IrM-KD" must not turn
+    the loss into NaN when the unused term overflows."""
     loss = ce
-    if recipe.kd.lambda_irm:
-        loss = loss + recipe.kd.lambda_irm * kd.irm.float()
-    if recipe.kd.lambda_iam:
-        loss = loss + recipe.kd.lambda_iam * kd.iam.float()
-    return ObjectiveTerms(
-        loss, ce, nll_sum / ntokens, kd.irm.float(), kd.iam.float(), kd.image, kd.irm_feat, kd.iam_feat
-    )
+    if kd.lambda_irm:
+        loss = loss + kd.lambda_irm * irm
+    if kd.lambda_iam:
+        loss = loss + kd.lambda_iam * iam
+    return loss
 
 
 def kd_ce_ratio(means: dict[str, float], recipe: Recipe) -> float:
     """(lambda_irm * IrM + lambda_iam * IaM) / CE of a log window: how much of the loss is distillation."""
-    kd = recipe.kd.lambda_irm * means.get("irm", 0.0) + recipe.kd.lambda_iam * means.get("iam", 0.0)
     ce = means.get("ce", 0.0)
+    kd = weighted_loss(0.0, means.get("irm", 0.0), means.get("iam", 0.0), recipe.kd)
     return kd / ce if ce else float("nan")

@@ -14,6 +14,7 @@ from torch import nn
 from ikd.device import amp_dtype, keep_freed_host_memory
 from ikd.recipe import Recipe
 from ikd.train.objective import FIELDS, objective
+from ikd.train.optimizer_state import load_named_state, named_state
 from ikd.train.schedule import InverseSqrtSchedule
 
 
@@ -51,7 +52,9 @@ class Stepper:
         self.device = device
         self.pad = pad
         self.reduce_sum, self.world = reduce_sum, world  # DDP: the CE's global token normalisation
-        self.params = [p for p in raw_model.parameters() if p.requires_grad]
+        trainable = [(name, p) for name, p in raw_model.named_parameters() if p.requires_grad]
+        self.param_names = [name for name, _ in trainable]
+        self.params = [p for _, p in trainable]
         self.optimizer = make_optimizer(self.params, recipe, device)
         t = recipe.train
         self.schedule = InverseSqrtSchedule(t.lr, t.warmup_updates, t.warmup_init_lr)
@@ -97,16 +100,18 @@ class Stepper:
         self.first_bad = torch.where(bad_here, self.first_bad.new_full((), self.updates), self.first_bad)
 
     def state_dict(self) -> dict[str, Any]:
-        """Optimiser, schedule and (fp16) scaler state, for a checkpoint."""
+        """Optimiser (keyed by parameter name), schedule and (fp16) scaler state, for a checkpoint."""
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": named_state(self.optimizer, self.param_names),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.fp16 else {},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore `state_dict()`; the learning rate then follows the (possibly changed) recipe's schedule."""
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_state_dict(self, state: dict[str, Any], positions: list[str] | None = None) -> None:
+        """Restore `state_dict()`; the learning rate then follows the (possibly changed) recipe's schedule. An
+        older, position-numbered optimiser state held parameter `positions[i]` at position i (default: today's
+        order)."""
+        load_named_state(self.optimizer, self.param_names, state["optimizer"], positions)
         self.schedule.load_state_dict(state["schedule"])
         self.schedule.apply(self.optimizer)
         if self.fp16 and state.get("scaler"):

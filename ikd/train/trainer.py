@@ -1,5 +1,6 @@
-"""`ikd train`: the epoch loop. Validation (loss with its KD terms, and BLEU), early stopping, checkpoints,
-exact resume at epoch boundaries, averaging of the last epoch checkpoints, DDP under torchrun."""
+"""`ikd train`: the epoch loop. Early stopping, checkpoints, exact resume at epoch boundaries, averaging of the
+last epoch checkpoints, DDP under torchrun. Validation is in ikd.train.validation, what the run shows and logs
+in ikd.train.progress."""
 
 from __future__ import annotations
 
@@ -12,29 +13,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ikd.checkpoint import load_checkpoint
-from ikd.data.text import remove_bpe
+from ikd.checkpoint import FORMAT_1, load_checkpoint
 from ikd.device import resolve_device
 from ikd.errors import IkdError
-from ikd.evaluation.metrics import bleu
 from ikd.fileio import atomic_write_text
-from ikd.inference.loading import Loaded
-from ikd.inference.translator import SearchOptions, Translator
 from ikd.recipe import Recipe, dump_recipe
 from ikd.train import distributed as dist
 from ikd.train.checkpoints import AVERAGE, BEST, LAST, CheckpointManager, average_checkpoints, epoch_checkpoints
 from ikd.train.data import RunData, epoch_batches, load_run_data, make_loader
 from ikd.train.metrics import MetricsLog
-from ikd.train.objective import FIELDS, KD_FIELDS, build_training_model, kd_ce_ratio, objective
+from ikd.train.objective import FIELDS, KD_FIELDS, build_training_model, kd_ce_ratio
+from ikd.train.optimizer_state import format_1_names
+from ikd.train.progress import EpochMeter, epoch_line, progress_bar, show_window
+from ikd.train.resume import resumed_recipe
 from ikd.train.rng import rng_state, seed_everything, set_rng_state
 from ikd.train.step import Stepper
-
-# Validation BLEU caps the output at 1.5 * source + 10 tokens (the test-time cap is 0 * source + 200): an
-# untrained model that never emits EOS would otherwise decode 200 tokens per sentence every epoch.
-VALID_MAX_LEN = (1.5, 10)
-
-# Recipe sections that fix the model's parameters: a resumed run must not change them.
-MODEL_SECTIONS = ("data", "model", "vision", "kd")
+from ikd.train.validation import validation_bleu, validation_loss
 
 
 @dataclass
@@ -72,18 +66,6 @@ def better(metric: str, value: float, best: float) -> bool:
 
 def worst(metric: str) -> float:
     return -math.inf if metric == "bleu" else math.inf
-
-
-def _diff_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = []
-    for section in MODEL_SECTIONS:
-        sa, sb = a.get(section, {}), b.get(section, {})
-        for key in sorted(set(sa) | set(sb)):
-            if section == "data" and key in ("num_workers", "skip_overlong", "max_len", "dir"):
-                continue
-            if sa.get(key) != sb.get(key):
-                keys.append(f"{section}.{key}")
-    return keys
 
 
 class Trainer:
@@ -127,15 +109,12 @@ class Trainer:
         return None
 
     def setup(self) -> None:
-        recipe = self.recipe
         self.checkpoint = self._check_out()
         if self.checkpoint is not None:
-            differ = _diff_keys(self.checkpoint["recipe"], recipe.to_dict())
-            if differ:
-                raise IkdError(
-                    f"{self.out / LAST}: --resume with a recipe that changes {', '.join(differ)}; "
-                    "only train.* settings may change when resuming"
-                )
+            self.recipe, taken = resumed_recipe(self.recipe, self.checkpoint["recipe"], str(self.out / LAST))
+            if taken:
+                self.report(f"--resume: as the run was trained (the recipe does not set them): {', '.join(taken)}")
+        recipe = self.recipe
         if recipe.train.best_metric == "bleu" and not recipe.train.valid_bleu:
             raise IkdError(f"{self.recipe_source}: train.best_metric bleu needs train.valid_bleu: true")
         seed_everything(recipe.train.seed)
@@ -185,7 +164,11 @@ class Trainer:
         if self.raw_model.distiller is not None:
             self.raw_model.distiller.load_state_dict(ckpt["distiller"])
         state = ckpt["train_state"]
-        self.stepper.load_state_dict(state)
+        names = self.stepper.param_names
+        try:  # a 0.1.0 state numbers the parameters in 0.1.0's order
+            self.stepper.load_state_dict(state, format_1_names(names) if ckpt["read_format"] == FORMAT_1 else None)
+        except ValueError as e:
+            raise IkdError(f"{self.out / LAST}: {e}") from None
         self.epoch = int(ckpt["epoch"])
         metric = self.recipe.train.best_metric
         if state.get("best_metric", "loss") == metric:
@@ -232,55 +215,19 @@ class Trainer:
         }
 
     # ---- validation --------------------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Validation loss (label-smoothed CE per target token + weighted KD, as in training) on this
-        rank's share of the valid batches, summed over ranks."""
-        model, recipe, split = self.raw_model, self.recipe, self.data.valid
-        model.eval()
-        t = recipe.train
-        batches = split.batches(t.max_tokens, t.batch_multiple, False, t.seed, 0)
-        batches = batches[self.info.rank :: self.info.world_size]  # all of them, unevenly shared
-        # sums: ce*tokens, nll*tokens, tokens, sentences, then each KD term * sentences
-        sums = torch.zeros(4 + len(KD_FIELDS), dtype=torch.float64, device=self.device)
-        loader = make_loader(split, batches, self.data.vocab.pad, 0, False, t.seed)
-        for batch in loader:
-            batch = batch.to(self.device, non_blocking=True)
-            losses = objective(model, batch, recipe, self.data.vocab.pad, self.stepper.dtype)
-            n, ntok = len(batch.indices), batch.ntokens
-            counts = losses.ce.new_tensor([float(ntok), float(n)])
-            kd = torch.stack([getattr(losses, k) for k in KD_FIELDS]) * n
-            part = torch.cat([torch.stack([losses.ce, losses.nll]) * ntok, counts, kd])
-            sums += part.double()
-        dist.all_reduce_sum(sums, self.info)
-        ce, nll, ntok, n, *kd_sums = sums.tolist()
-        model.train()
-        out = {"ce": ce / max(ntok, 1), "nll": nll / max(ntok, 1)}
-        out.update({k: v / max(n, 1) for k, v in zip(KD_FIELDS, kd_sums)})
-        out["ppl"] = math.exp(min(out["nll"], 50.0))
-        out["loss"] = out["ce"] + recipe.kd.lambda_irm * out["irm"] + recipe.kd.lambda_iam * out["iam"]
-        if split.data.images is None:  # no KD terms on this split
-            out = {k: v for k, v in out.items() if k not in KD_FIELDS}
-        return out
-
-    @torch.no_grad()
-    def valid_bleu(self) -> float:
-        """Corpus BLEU on the valid split, decoded by the same Translator as `ikd translate` and `ikd evaluate`
-        (train.valid_beam; 1 = greedy) with the output cap VALID_MAX_LEN: de-BPE'd, tokenised text, sacrebleu
-        with tokenize=none (the paper's multi-bleu-style number)."""
-        model, split, vocab, t = self.raw_model.translator, self.data.valid, self.data.vocab, self.recipe.train
-        model.eval()
-        loaded = Loaded(
-            model, vocab, None, self.recipe, self.recipe.data.src, self.recipe.data.tgt, self.out, self.device,
-            self.stepper.dtype,
-        )
-        a, b = VALID_MAX_LEN
-        translator = Translator(loaded, SearchOptions(beam=max(1, t.valid_beam), max_len_a=a, max_len_b=b))
-        lines = [int(i) for i in split.keep]
-        found = translator.search([split.data.src[i].tolist() for i in lines])
-        model.train()
-        hyps = [remove_bpe(" ".join(vocab.decode(h[0].tokens))) if h else "" for h in found]
-        return bleu(hyps, self.data.valid_refs).score
+        """This epoch's validation figures: the objective's terms and loss, and BLEU with train.valid_bleu (rank 0
+        decodes; the other ranks report NaN)."""
+        valid = validation_loss(self.raw_model, self.data, self.recipe, self.device, self.stepper.dtype, self.info)
+        if self.recipe.train.valid_bleu:
+            if self.info.is_main:
+                valid["bleu"] = validation_bleu(
+                    self.raw_model, self.data, self.recipe, self.out, self.device, self.stepper.dtype
+                )
+            else:
+                valid["bleu"] = float("nan")
+            dist.barrier(self.info)
+        return valid
 
     # ---- the loop ----------------------------------------------------------------------------------
     def _check_finite(self, first_bad: int | None, steps: int, finite_steps_nan: bool) -> None:
@@ -296,7 +243,8 @@ class Trainer:
             "Try a lower train.lr, a longer train.warmup_updates, or train.clip_norm"
         )
 
-    def _log_train(self, window_start: float, sentences: int, tokens: int, bar) -> None:
+    def _log_window(self, meter: EpochMeter, bar) -> None:
+        """Drain the stepper's sums (over all ranks) into a "train" record of metrics.jsonl."""
         if self.info.enabled:
             means, steps, first_bad = self.stepper.drain(
                 lambda t: dist.all_reduce_sum(t, self.info), lambda t: dist.all_reduce_min(t, self.info)
@@ -304,10 +252,7 @@ class Trainer:
         else:
             means, steps, first_bad = self.stepper.drain()
         self._check_finite(first_bad, steps, math.isnan(means["loss"]))
-        for k in FIELDS:  # the epoch's running means (over updates) for its record
-            self._epoch_train[k] = self._epoch_train.get(k, 0.0) + means[k] * steps
-        self._epoch_train["_steps"] = self._epoch_train.get("_steps", 0) + steps
-        span = max(time.perf_counter() - window_start, 1e-9)
+        rates = meter.close_window(means, steps)
         record = self.log.write(
             "train",
             epoch=self.epoch + 1,
@@ -315,22 +260,84 @@ class Trainer:
             lr=self.stepper.schedule.lr,
             **{k: means[k] for k in FIELDS if self.data.images or k not in KD_FIELDS},
             **({"kd_ce": kd_ce_ratio(means, self.recipe)} if self.raw_model.uses_kd else {}),
-            sentences_per_s=sentences / span * self.info.world_size,
-            tokens_per_s=tokens / span * self.info.world_size,
+            **rates,
             elapsed=self.elapsed + (time.perf_counter() - self._run_start),
         )
         if bar is not None:
-            bar.set_postfix(
-                loss=f"{record['loss']:.3f}",
-                lr=f"{record['lr']:.2e}",
-                sent_s=f"{record['sentences_per_s']:.0f}",
-                tok_s=f"{record['tokens_per_s']:.0f}",
-                refresh=False,
-            )
+            show_window(bar, record)
+
+    def _train_epoch(self, epoch: int) -> tuple[EpochMeter, float, bool]:
+        """One pass over this rank's shuffled batches: (its meter, its training seconds, whether
+        train.max_updates was reached)."""
+        recipe, t = self.recipe, self.recipe.train
+        batches = epoch_batches(self.data.train, recipe, epoch, self.info)
+        pin = self.device.type == "cuda"
+        workers = recipe.data.num_workers
+        loader = make_loader(self.data.train, batches, self.data.vocab.pad, workers, pin, t.seed + epoch)
+        bar = progress_bar(len(batches), epoch) if self.progress and self.info.is_main else None
+        self.raw_model.train()
+        meter = EpochMeter(self.info.world_size)
+        reached_max = False
+        for batch in loader:
+            batch = batch.to(self.device, non_blocking=True)
+            self.stepper.step(batch)
+            meter.add(len(batch.indices), int(batch.ntokens))
+            if bar is not None:
+                bar.update(1)
+            if self.stepper.updates % max(1, t.log_every) == 0:
+                self._log_window(meter, bar)
+            if self.stepper.updates >= t.max_updates:
+                reached_max = True
+                break
+        if self.stepper.steps:
+            self._log_window(meter, None)
+        if bar is not None:
+            bar.close()
+        return meter, time.perf_counter() - meter.epoch_start, reached_max
+
+    def _end_epoch(self, epoch: int, meter: EpochMeter, train_time: float) -> dict[str, float]:
+        """Validate, decide on the best checkpoint and early stopping, save the epoch's checkpoint, log it."""
+        t = self.recipe.train
+        self.epoch = epoch
+        valid = self.validate()
+        metric = t.best_metric
+        # rank 0's decision for all ranks (only it computes BLEU), so that early stopping stays in step
+        improved = dist.all_gather_object(better(metric, valid[metric], self.best), self.info)[0]
+        if improved:
+            self.best, self.bad_epochs = valid[metric], 0
+        else:
+            self.bad_epochs += 1
+        self.elapsed += time.perf_counter() - self._run_start
+        self._run_start = time.perf_counter()
+        rng_ranks = dist.all_gather_object(rng_state(), self.info)
+        if self.info.is_main:
+            self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
+        dist.barrier(self.info)
+        rates = meter.epoch_rates(train_time)
+        self.log.write(
+            "epoch",
+            epoch=epoch,
+            updates=self.stepper.updates,
+            lr=self.stepper.schedule.lr,
+            **{
+                f"train_{k}": v
+                for k, v in meter.train_means().items()
+                if self.data.images or k not in KD_FIELDS
+            },
+            **{f"valid_{k}": v for k, v in valid.items()},
+            best_metric=t.best_metric,
+            best=self.best,
+            bad_epochs=self.bad_epochs,
+            **rates,
+            epoch_time=train_time,
+            elapsed=self.elapsed,
+        )
+        self.report(epoch_line(epoch, self.stepper.updates, valid, rates["tokens_per_s"], improved))
+        return valid
 
     def run(self) -> TrainResult:
         self.setup()
-        recipe, t = self.recipe, self.recipe.train
+        t = self.recipe.train
         self._run_start = time.perf_counter()
         stopped = "max_epochs"
         last_valid: dict[str, float] = {}
@@ -340,95 +347,10 @@ class Trainer:
             stopped = "patience"
         while stopped == "max_epochs" and self.epoch < t.max_epochs:
             epoch = self.epoch + 1
-            batches = epoch_batches(self.data.train, recipe, epoch, self.info)
-            pin = self.device.type == "cuda"
-            loader = make_loader(
-                self.data.train, batches, self.data.vocab.pad, recipe.data.num_workers, pin, t.seed + epoch
-            )
-            bar = None
-            if self.progress and self.info.is_main:
-                from tqdm import tqdm
-
-                bar = tqdm(
-                    total=len(batches),
-                    desc=f"epoch {epoch}",
-                    unit="batch",
-                    leave=False,
-                    mininterval=1.0,
-                    dynamic_ncols=True,
-                    disable=None,  # no bar when stderr is not a terminal (a log file gets the epoch lines only)
-                )
-            self.raw_model.train()
-            epoch_start = window_start = time.perf_counter()
-            sentences = tokens = ep_sentences = ep_tokens = 0
-            self._epoch_train: dict[str, float] = {}
-            for batch in loader:
-                batch = batch.to(self.device, non_blocking=True)
-                self.stepper.step(batch)
-                n, ntok = len(batch.indices), int(batch.ntokens)
-                sentences += n
-                tokens += ntok
-                ep_sentences += n
-                ep_tokens += ntok
-                if bar is not None:
-                    bar.update(1)
-                if self.stepper.updates % max(1, t.log_every) == 0:
-                    self._log_train(window_start, sentences, tokens, bar)
-                    window_start, sentences, tokens = time.perf_counter(), 0, 0
-                if self.stepper.updates >= t.max_updates:
-                    stopped = "max_updates"
-                    break
-            if self.stepper.steps:
-                self._log_train(window_start, sentences, tokens, None)
-            if bar is not None:
-                bar.close()
-            train_time = time.perf_counter() - epoch_start
-            self.epoch = epoch
-            valid = self.validate()
-            if t.valid_bleu:
-                valid["bleu"] = self.valid_bleu() if self.info.is_main else float("nan")
-                dist.barrier(self.info)
-            metric = t.best_metric
-            # rank 0's decision for all ranks (only it computes BLEU), so that early stopping stays in step
-            improved = dist.all_gather_object(better(metric, valid[metric], self.best), self.info)[0]
-            if improved:
-                self.best, self.bad_epochs = valid[metric], 0
-            else:
-                self.bad_epochs += 1
-            self.elapsed += time.perf_counter() - self._run_start
-            self._run_start = time.perf_counter()
-            rng_ranks = dist.all_gather_object(rng_state(), self.info)
-            if self.info.is_main:
-                self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
-            dist.barrier(self.info)
-            world = self.info.world_size
-            self.log.write(
-                "epoch",
-                epoch=epoch,
-                updates=self.stepper.updates,
-                lr=self.stepper.schedule.lr,
-                **{
-                    f"train_{k}": v / max(self._epoch_train.get("_steps", 0), 1)
-                    for k, v in self._epoch_train.items()
-                    if k != "_steps" and (self.data.images or k not in KD_FIELDS)
-                },
-                **{f"valid_{k}": v for k, v in valid.items()},
-                best_metric=t.best_metric,
-                best=self.best,
-                bad_epochs=self.bad_epochs,
-                sentences_per_s=ep_sentences * world / max(train_time, 1e-9),
-                tokens_per_s=ep_tokens * world / max(train_time, 1e-9),
-                epoch_time=train_time,
-                elapsed=self.elapsed,
-            )
-            bleu = f", bleu {valid['bleu']:.2f}" if "bleu" in valid else ""
-            kd = f", irm {valid['irm']:.4g}, iam {valid['iam']:.4g}" if "irm" in valid else ""
-            self.report(
-                f"epoch {epoch}: {self.stepper.updates} updates, valid loss {valid['loss']:.4f} "
-                f"(ce {valid['ce']:.4f}{kd}){bleu}, {ep_tokens * world / max(train_time, 1e-9):.0f} tok/s"
-                + (", best so far" if improved else "")
-            )
-            last_valid = valid
+            meter, train_time, reached_max = self._train_epoch(epoch)
+            if reached_max:
+                stopped = "max_updates"
+            last_valid = self._end_epoch(epoch, meter, train_time)
             if t.patience > 0 and self.bad_epochs >= t.patience:
                 stopped = "patience"
         average = None
