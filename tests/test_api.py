@@ -74,6 +74,36 @@ def test_translate_nbest(checkpoint, sentences) -> None:
         api.translate("a red circle")
 
 
+def test_greedy_nbest_scores_are_the_beam_search_scores(checkpoint, sentences) -> None:
+    greedy = Translator.from_checkpoint(checkpoint, device="cpu", beam=1, max_len_a=1, max_len_b=2)
+    got = greedy.translate_nbest(sentences, 1)
+    assert all(len(n) == 1 and n[0][1] == n[0][1] and n[0][1] < 0 for n in got)  # no NaN: a log-probability
+    ids = [greedy.source_ids(s, i + 1) for i, s in enumerate(sentences)]
+    src = torch.full((len(ids), max(map(len, ids))), greedy.loaded.vocab.pad, dtype=torch.long)
+    for row, x in enumerate(ids):
+        src[row, : len(x)] = torch.tensor(x)
+    from ikd.inference.search import beam_search
+
+    beam1 = beam_search(greedy.loaded.model, src, beam=1, max_len_a=1, max_len_b=2)
+    assert [n[0][0] for n in got] == [greedy.target_text(h[0].tokens) for h in beam1]
+    assert [n[0][1] for n in got] == pytest.approx([h[0].score for h in beam1], abs=1e-5)
+
+
+def test_a_beam_wider_than_the_vocabulary_allows_is_narrowed_with_a_warning(checkpoint, sentences) -> None:
+    warnings: list[str] = []
+    api = translator(checkpoint, warn=warnings.append)
+    usable = len(api.loaded.vocab) - 3
+    wide = Translator.from_checkpoint(
+        checkpoint, device="cpu", beam=usable + 7, nbest=usable + 7, max_len_a=0, max_len_b=1, warn=warnings.append
+    )
+    assert warnings == [
+        f"--beam {usable + 7}: only {usable} tokens of the vocabulary can start a translation; searching with "
+        f"beam {usable} and --nbest {usable}"
+    ]
+    assert (wide.options.beam, wide.options.nbest) == (usable, usable)
+    assert [len(n) for n in wide.translate_nbest(sentences[:2], usable)] == [usable, usable]
+
+
 def test_bad_arguments_are_clear(checkpoint, tmp_path) -> None:
     with pytest.raises(IkdError, match="input mode 'words'"):
         translator(checkpoint, input_mode="words")

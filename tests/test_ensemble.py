@@ -25,7 +25,10 @@ def test_an_ensemble_of_a_model_with_itself_is_the_model() -> None:
     assert [[h.tokens for h in x] for x in double] == [[h.tokens for h in x] for x in single]
     for a, b in zip(single, double):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
-    assert greedy_search(Ensemble([model, model]), src, 1.0, 2) == greedy_search(model, src, 1.0, 2)
+    greedy = greedy_search(model, src, 1.0, 2)
+    greedy_double = greedy_search(Ensemble([model, model]), src, 1.0, 2)
+    assert [g[0].tokens for g in greedy_double] == [g[0].tokens for g in greedy]
+    assert [g[0].score for g in greedy_double] == pytest.approx([g[0].score for g in greedy], abs=1e-5)
 
 
 def test_two_models_decode_with_the_log_of_the_mean_probability() -> None:

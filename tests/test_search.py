@@ -8,11 +8,15 @@ import itertools
 import pytest
 import torch
 
-from ikd.inference.search import Hypothesis, beam_search, greedy_search, max_lengths
+from ikd.inference.search import Hypothesis, beam_search, capped_beam, greedy_search, max_lengths
 from ikd.model import build_translator
 from ikd.recipe import Recipe
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
+
+
+def greedy_tokens(model, src: torch.Tensor, *args, **kw) -> list[list[int]]:
+    return [h[0].tokens for h in greedy_search(model, src, *args, **kw)]
 
 
 def tiny_model(vocab: int, seed: int = 0, layers: int = 2, scale: float = 1.0):
@@ -62,6 +66,27 @@ def exhaustive(model, src: torch.Tensor, max_len: int, lenpen: float, vocab: int
     return scored
 
 
+class WiderVocabulary:
+    """The model with `extra` more output tokens whose logits are -1e4: a beam of 800 then fits the vocabulary
+    (search narrows a beam to the tokens a hypothesis can start with), and no hypothesis through an extra token
+    can rank among the real ones (exp(-1e4 - max) is 0 in float32: the real tokens keep their probabilities; the
+    model reads an extra token as <unk>)."""
+
+    def __init__(self, model, extra: int) -> None:
+        self.model, self.extra = model, extra
+        self.vocab_size = model.vocab_size + extra
+
+    def encode(self, src):
+        return self.model.encode(src)
+
+    def new_decoder_state(self):
+        return self.model.new_decoder_state()
+
+    def decode(self, tgt_in, enc, state):
+        logits = self.model.decode(tgt_in.masked_fill(tgt_in >= self.model.vocab_size, UNK), enc, state)
+        return torch.cat([logits, logits.new_full((*logits.shape[:-1], self.extra), -1e4)], dim=-1)
+
+
 @pytest.mark.parametrize("lenpen", [0.0, 1.0, 2.0])
 def test_wide_beam_equals_exhaustive_search(lenpen: float) -> None:
     vocab, max_len = 8, 4
@@ -69,7 +94,8 @@ def test_wide_beam_equals_exhaustive_search(lenpen: float) -> None:
     src = make_src([5], vocab)
     truth = exhaustive(model, src, max_len, lenpen, vocab)
     assert len(truth) == 5 + 25 + 125 + 625
-    hyps = beam_search(model, src, beam=800, lenpen=lenpen, max_len_a=0, max_len_b=max_len, nbest=5)[0]
+    wide = WiderVocabulary(model, 800)
+    hyps = beam_search(wide, src, beam=800, lenpen=lenpen, max_len_a=0, max_len_b=max_len, nbest=5)[0]
     assert [h.tokens for h in hyps] == [s for _, s in truth[:5]]
     assert [h.score for h in hyps] == pytest.approx([sc for sc, _ in truth[:5]], abs=1e-4)
 
@@ -93,8 +119,9 @@ def test_beam_one_equals_greedy() -> None:
     src = make_src([3, 9, 6, 2, 12, 5, 7, 4], vocab, seed=1)
     greedy = greedy_search(model, src, max_len_a=1.0, max_len_b=3)
     beam1 = beam_search(model, src, beam=1, max_len_a=1.0, max_len_b=3)
-    assert [h[0].tokens for h in beam1] == greedy
-    assert len({len(g) for g in greedy}) > 1  # sentences finish at different steps (exercises dropping)
+    assert [h[0].tokens for h in beam1] == [g[0].tokens for g in greedy]
+    assert [h[0].score for h in beam1] == pytest.approx([g[0].score for g in greedy], abs=1e-5)
+    assert len({len(g[0].tokens) for g in greedy}) > 1  # sentences finish at different steps (exercises dropping)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -104,12 +131,26 @@ def test_batched_equals_one_at_a_time(beam: int) -> None:
     lengths = [3, 11, 6, 2, 9, 7, 4, 10]
     src = make_src(lengths, vocab, seed=2)
     batched = beam_search(model, src, beam=beam, max_len_a=1.2, max_len_b=2, nbest=beam)
-    greedy = greedy_search(model, src, max_len_a=1.2, max_len_b=2)
+    greedy = greedy_tokens(model, src, max_len_a=1.2, max_len_b=2)
     for i, n in enumerate(lengths):
         alone = beam_search(model, src[i : i + 1, :n], beam=beam, max_len_a=1.2, max_len_b=2, nbest=beam)[0]
         assert [h.tokens for h in batched[i]] == [h.tokens for h in alone]
         assert [h.score for h in batched[i]] == pytest.approx([h.score for h in alone], abs=1e-4)
-        assert greedy[i] == greedy_search(model, src[i : i + 1, :n], max_len_a=1.2, max_len_b=2)[0]
+        assert greedy[i] == greedy_tokens(model, src[i : i + 1, :n], max_len_a=1.2, max_len_b=2)[0]
+
+
+def test_a_beam_wider_than_the_usable_tokens_is_narrowed_to_them() -> None:
+    vocab = 12  # 9 tokens can start a hypothesis (not <s>, <pad>, </s>)
+    assert capped_beam(20, vocab) == 9 and capped_beam(5, vocab) == 5 and capped_beam(20, None) == 20
+    model = tiny_model(vocab, scale=2.0)
+    src = make_src([4, 6], vocab, seed=3)
+    for max_len in (1, 3):
+        wide = beam_search(model, src, beam=20, max_len_a=0, max_len_b=max_len, nbest=20)
+        exact = beam_search(model, src, beam=9, max_len_a=0, max_len_b=max_len, nbest=9)
+        assert [len(h) for h in wide] == [9, 9]  # as many as the beam it ran with, never fewer
+        assert [[h.tokens for h in x] for x in wide] == [[h.tokens for h in x] for x in exact]
+    one_token = beam_search(model, src, beam=20, max_len_a=0, max_len_b=1, nbest=20)[0]
+    assert sorted(h.tokens[0] for h in one_token) == list(range(3, vocab))
 
 
 def test_lengths_respect_per_sentence_caps_and_model_positions() -> None:
@@ -126,7 +167,7 @@ def test_lengths_respect_per_sentence_caps_and_model_positions() -> None:
         assert h[0].score >= h[1].score
     capped = beam_search(model, src, beam=2, max_len_a=0, max_len_b=200, max_positions=5)
     assert all(len(h[0].tokens) <= 4 for h in capped)
-    assert all(len(g) <= 4 for g in greedy_search(model, src, max_len_a=0, max_len_b=200, max_positions=5))
+    assert all(len(g) <= 4 for g in greedy_tokens(model, src, max_len_a=0, max_len_b=200, max_positions=5))
 
 
 def test_encoder_runs_once_and_decoder_sees_one_new_token_per_step() -> None:
@@ -212,4 +253,4 @@ def test_per_sentence_cross_attention_equals_per_row_search(beam: int) -> None:
     assert [[h.tokens for h in x] for x in fast] == [[h.tokens for h in x] for x in rows]
     for a, b in zip(fast, rows):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
-    assert greedy_search(model, src, 1.2, 2) == greedy_search(_RowsOnly(model), src, 1.2, 2)
+    assert greedy_tokens(model, src, 1.2, 2) == greedy_tokens(_RowsOnly(model), src, 1.2, 2)

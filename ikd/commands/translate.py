@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
             def counted(write):
                 def write_and_count(text: str) -> None:
                     write(text)
-                    bar.update(text.count("\n") // nbest)
+                    bar.update(text.count("\n") // translator.options.nbest)
 
                 return write_and_count
 
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
         info(
             f"translated {stats.sentences} sentences ({stats.lines} lines) in {stats.seconds:.1f} s: "
             f"{rate:.1f} sentences/s, {stats.target_tokens / max(stats.seconds, 1e-9):.0f} target tokens/s "
-            f"on {device_used} (beam {beam})"
+            f"on {device_used} (beam {translator.options.beam})"
             + (f"; {stats.truncated} overlong sources truncated" if stats.truncated else "")
         )
 

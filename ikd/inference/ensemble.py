@@ -69,6 +69,10 @@ class Ensemble(nn.Module):
             for m in models
         )
 
+    @property
+    def vocab_size(self) -> int:
+        return self.models[0].vocab_size
+
     def encode(self, src: Tensor) -> EnsembleEncoderOutput:
         """src [B, T] -> each model's encoder output (without what decoding does not read)."""
         return EnsembleEncoderOutput([search_view(m.encode(src)) for m in self.models])

@@ -29,6 +29,20 @@ NEG_INF = float("-inf")
 DEFAULT_MAX_POSITIONS = 1024
 
 
+def usable_tokens(vocab_size: int, pad: int = 1, bos: int = 0, eos: int = 2) -> int:
+    """How many tokens a hypothesis can start with: all but <pad>, <s> and </s>."""
+    return vocab_size - len({pad, bos, eos})
+
+
+def capped_beam(beam: int, vocab_size: int | None, pad: int = 1, bos: int = 0, eos: int = 2) -> int:
+    """The beam search runs with: at most the tokens a hypothesis can start with (fairseq caps it at the
+    vocabulary size too). A wider beam could not fill its first step, and a short length cap would then leave
+    fewer than `beam` distinct hypotheses."""
+    if vocab_size is None:
+        return beam
+    return max(1, min(beam, usable_tokens(vocab_size, pad, bos, eos)))
+
+
 @dataclass
 class Hypothesis:
     """tokens: target ids without EOS; score: sum of log-probabilities (EOS included) / (len + 1)**lenpen."""
@@ -131,13 +145,17 @@ def beam_search(
     max_positions: int | None = None,
 ) -> list[list[Hypothesis]]:
     """src [B, T] int64 right-padded (EOS included) -> for each sentence its `nbest` best hypotheses, best
-    first. Each row of the batch is searched exactly as it would be alone."""
+    first. Each row of the batch is searched exactly as it would be alone. A beam wider than the tokens a
+    hypothesis can start with (`capped_beam`, from the model's `vocab_size`) is narrowed to them, and nbest
+    with it."""
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and the beam size {beam}, got {nbest}")
     device = src.device
-    n_sent, k = src.size(0), beam
+    k = capped_beam(beam, getattr(model, "vocab_size", None), pad, bos, eos)
+    nbest = min(nbest, k)
+    n_sent = src.size(0)
     if n_sent == 0:
         return []
     maxlen = max_lengths(src, pad, max_len_a, max_len_b, model_max_positions(model, max_positions))
@@ -258,13 +276,15 @@ def greedy_search(
     src: Tensor,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
+    lenpen: float = 1.0,
     *,
     pad: int = 1,
     bos: int = 0,
     eos: int = 2,
     max_positions: int | None = None,
-) -> list[list[int]]:
-    """src [B, T] -> for each sentence the greedy output ids without EOS (the same as beam 1)."""
+) -> list[list[Hypothesis]]:
+    """src [B, T] -> for each sentence its greedy output (the same as beam 1) as one Hypothesis, scored as beam
+    search scores: sum of log-probabilities (EOS included) / (len + 1)**lenpen."""
     device = src.device
     n_sent = src.size(0)
     if n_sent == 0:
@@ -275,15 +295,18 @@ def greedy_search(
     enc = search_view(model.encode(src))
     state = new_search_state(model)
     out = torch.full((n_sent, horizon + 1), eos, dtype=torch.long, device=device)
+    total = torch.zeros(n_sent, device=device)
     sent = torch.arange(n_sent, device=device)
     last = torch.full((n_sent, 1), eos, dtype=torch.long, device=device)
     for step in range(horizon + 1):
         logits = model.decode(last, enc, state)[:, -1, :].float()
+        lprobs = torch.log_softmax(logits, dim=-1, out=logits)
         force = None
         if step > 0 and step >= int(maxlen_cpu.min()):
             force = maxlen.le(step)
-        tok = _mask_specials(logits, step, pad, bos, eos, force).argmax(dim=-1)
+        tok = _mask_specials(lprobs, step, pad, bos, eos, force).argmax(dim=-1)
         out[sent, step] = tok
+        total.index_add_(0, sent, lprobs.gather(1, tok[:, None]).squeeze(1))
         ended = tok.eq(eos)
         ended_cpu = ended.cpu()
         if bool(ended_cpu.all()):
@@ -299,6 +322,7 @@ def greedy_search(
                 state.reorder(keep)
         last = tok[:, None]
     result = []
-    for row in out.cpu().tolist():
-        result.append(row[: row.index(eos)] if eos in row else row)
+    for row, score in zip(out.cpu().tolist(), total.cpu().tolist()):
+        tokens = row[: row.index(eos)] if eos in row else row
+        result.append([Hypothesis(tokens, score / float(len(tokens) + 1) ** lenpen)])
     return result

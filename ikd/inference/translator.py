@@ -21,7 +21,7 @@ import torch
 from ikd.data.text import detokenize, remove_bpe
 from ikd.errors import IkdError
 from ikd.inference.loading import Loaded
-from ikd.inference.search import Hypothesis, beam_search, greedy_search
+from ikd.inference.search import Hypothesis, beam_search, capped_beam, greedy_search
 from ikd.inference.source import SourceEncoder
 
 
@@ -75,13 +75,12 @@ class Translator:
         if batch_size < 1 or max_tokens < 0:
             raise IkdError("--batch-size must be at least 1 and --max-tokens not negative")
         self.loaded = loaded
-        self.options = options or SearchOptions()
-        self.options.check()
+        self.warn = warn or (lambda message: None)
+        self.options = self._usable(options or SearchOptions())
         self.input_mode = input_mode
         self.detok = detok
         self.batch_size = batch_size
         self.max_tokens = max_tokens
-        self.warn = warn or (lambda message: None)
         self.encoder = SourceEncoder(loaded, input_mode, self.warn)
         self.stats = Stats()
 
@@ -147,13 +146,26 @@ class Translator:
         if isinstance(sentences, str):
             raise TypeError("translate a list of sentences, e.g. translate([text]), not a single string")
         saved = self.options
-        self.options = dataclasses.replace(saved, nbest=n)
         try:
-            self.options.check()
+            self.options = self._usable(dataclasses.replace(saved, nbest=n))
             lines = [line.replace("\n", " ").replace("\r", " ") for line in sentences]
             return self.translate_lines(lines)
         finally:
             self.options = saved
+
+    def _usable(self, options: SearchOptions) -> SearchOptions:
+        """The options checked, with the beam (and nbest) narrowed to the tokens a hypothesis can start with."""
+        options.check()
+        vocab = self.loaded.vocab
+        beam = capped_beam(options.beam, len(vocab), vocab.pad, vocab.bos, vocab.eos)
+        if beam == options.beam:
+            return options
+        nbest = min(options.nbest, beam)
+        self.warn(
+            f"--beam {options.beam}: only {beam} tokens of the vocabulary can start a translation; "
+            f"searching with beam {beam}" + (f" and --nbest {nbest}" if nbest != options.nbest else "")
+        )
+        return dataclasses.replace(options, beam=beam, nbest=nbest)
 
     # ------------------------------------------------------------------ text <-> ids
     def source_ids(self, line: str, number: int) -> list[int] | None:
@@ -200,9 +212,8 @@ class Translator:
                     src[row, : len(items[i])] = torch.tensor(items[i], dtype=torch.long)
                 src = src.to(lo.device, non_blocking=True)
                 common = dict(pad=vocab.pad, bos=vocab.bos, eos=vocab.eos, max_positions=lo.max_positions)
-                if opt.beam == 1 and opt.nbest == 1:
-                    found = greedy_search(lo.model, src, opt.max_len_a, opt.max_len_b, **common)
-                    hyps = [[Hypothesis(t, float("nan"))] for t in found]
+                if opt.beam == 1:
+                    hyps = greedy_search(lo.model, src, opt.max_len_a, opt.max_len_b, opt.lenpen, **common)
                 else:
                     hyps = beam_search(
                         lo.model, src, opt.beam, opt.lenpen, opt.max_len_a, opt.max_len_b, opt.nbest, **common
