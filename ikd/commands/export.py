@@ -1,10 +1,13 @@
-"""`ikd export`: a checkpoint as a translation-only package (safetensors + JSON) or a CTranslate2 model."""
+"""`ikd export`: a checkpoint as a translation-only package (safetensors + JSON), a CTranslate2 model or a
+Hugging Face transformers folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+
+from ikd.commands import input_file
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +19,23 @@ def register(app: typer.Typer) -> None:
             "ikd",
             "--format",
             help="ikd: translator weights (safetensors), config, vocabulary and BPE, for `ikd translate -c DIR`; "
-            "ctranslate2: a CTranslate2 model of a text-only checkpoint (needs `pip install 'ikd[ctranslate2]'`).",
+            "ctranslate2: a CTranslate2 model of a text-only checkpoint (needs `pip install 'ikd[ctranslate2]'`); "
+            "transformers: a Hugging Face model folder with tokenizer and model card (needs "
+            "`pip install 'ikd[transformers]'`).",
+        ),
+        scores: Path = typer.Option(
+            None,
+            "--scores",
+            help="With --format transformers: an `ikd evaluate --json` report whose BLEU (and signature) the model "
+            "card shows.",
+            callback=input_file,
+        ),
+        push_to_hub: str = typer.Option(
+            None,
+            "--push-to-hub",
+            metavar="REPO",
+            help="With --format transformers: then upload the folder to this Hugging Face Hub model repository "
+            "(created if new; the token from `hf auth login` or HF_TOKEN).",
         ),
     ) -> None:
         """Export a checkpoint for translation only: no teacher, no student, no training state. The export
@@ -24,11 +43,14 @@ def register(app: typer.Typer) -> None:
         from ikd.console import make_console
         from ikd.export.exporter import export_checkpoint
 
-        summary = export_checkpoint(checkpoint, out, format)
+        summary = export_checkpoint(checkpoint, out, format, scores=scores, push_to_hub=push_to_hub)
         extra = f", {summary['parameters']:,} parameters" if "parameters" in summary else ""
-        make_console(stderr=True).print(
+        console = make_console(stderr=True)
+        console.print(
             f"wrote {summary['out']} ({summary['format']}{extra}); {summary['checked']} check sentences "
             "translated as by the checkpoint",
             markup=False,
             soft_wrap=True,
         )
+        if "pushed" in summary:
+            console.print(f"uploaded to {summary['pushed']}", markup=False, soft_wrap=True)

@@ -1,5 +1,5 @@
-"""`ikd export`: checkpoint -> translation-only package or CTranslate2 model, checked before it is published:
-the export must translate a few sentences exactly as the checkpoint does."""
+"""`ikd export`: checkpoint -> translation-only package, CTranslate2 model or transformers folder, checked before
+it is published: the export must translate a few sentences exactly as the checkpoint does."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ikd.errors import IkdError
 from ikd.export.package import publish, write_package
 from ikd.fileio import atomic_write_text
 
-FORMATS = ("ikd", "ctranslate2")
+FORMATS = ("ikd", "ctranslate2", "transformers")
 CT2_INFO = "ikd.json"
 CHECK_BEAM = 5
 CHECK_MAX_LEN = 50
@@ -46,13 +46,24 @@ def _ikd_hypotheses(loaded, sources: list[list[int]]):
     return [h[0] for h in found]
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt: str = "ikd") -> dict:
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str = "ikd",
+    *,
+    scores: str | os.PathLike | None = None,
+    push_to_hub: str | None = None,
+) -> dict:
     """Export `checkpoint` into the folder `out` (replacing an earlier export there). Returns a summary
-    {"format", "out", "checked": sentences compared, and for packages "parameters": the weights' element count}."""
+    {"format", "out", "checked": sentences compared, and for packages and transformers folders "parameters": the
+    weights' element count; "pushed": the Hub commit's URL}. transformers only: `scores` an `ikd evaluate --json`
+    report for the model card's BLEU, `push_to_hub` a Hub repository to upload the folder to."""
     from ikd.inference.loading import load_for_inference
 
     if fmt not in FORMATS:
         raise IkdError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt != "transformers" and (scores is not None or push_to_hub):
+        raise IkdError("--scores and --push-to-hub go with --format transformers")
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and not out.is_dir():
         raise IkdError(f"{out}: is a file; --out names a folder to create")
@@ -66,6 +77,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt
         problem = unsupported(payload.get("recipe"))
         if problem:
             raise IkdError(f"{checkpoint}: {problem}")
+    if fmt == "transformers":
+        _check_transformers(payload, checkpoint, scores, push_to_hub)
     reference = load_for_inference(checkpoint, "cpu", amp="off")
     sources = sample_sources(len(reference.vocab))
     expected = _ikd_hypotheses(reference, sources)
@@ -116,5 +129,33 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt
             if len(h.tokens) < CHECK_MAX_LEN and ct2_ids != h.tokens:
                 raise IkdError(f"{checkpoint}: CTranslate2 translates check sentence {i + 1} differently from ikd")
 
-    publish(build_ikd if fmt == "ikd" else build_ct2, out)
+    def build_transformers(tmp: Path) -> None:
+        from ikd.export.transformers import write_export
+
+        check = (sources, expected, CHECK_BEAM, CHECK_MAX_LEN)
+        summary["parameters"] = write_export(payload, reference, tmp, check, scores, source=str(checkpoint))
+
+    publish({"ikd": build_ikd, "ctranslate2": build_ct2, "transformers": build_transformers}[fmt], out)
+    if push_to_hub:
+        from ikd.export.hub import push_folder
+
+        summary["pushed"] = push_folder(out, push_to_hub)
     return summary
+
+
+def _check_transformers(payload: dict, checkpoint: Path, scores, push_to_hub: str | None) -> None:
+    """What --format transformers needs, checked before any work: the package, a pre-norm model, a readable
+    --scores report, a valid --push-to-hub id."""
+    from ikd.export.model_card import bleu_lines
+    from ikd.export.transformers import require_transformers, unsupported
+
+    require_transformers()
+    problem = unsupported(payload.get("recipe"))
+    if problem:
+        raise IkdError(f"{checkpoint}: {problem}")
+    if scores is not None:
+        bleu_lines(Path(scores))
+    if push_to_hub:
+        from ikd.export.hub import check_repo_id
+
+        check_repo_id(push_to_hub)

@@ -130,8 +130,8 @@ def read_package(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _is_earlier_export(folder: Path) -> bool:
-    """A folder `ikd export` wrote: a package (its config.json) or a CTranslate2 export (its ikd.json)."""
-    for name, fmt in ((CONFIG, PACKAGE_FORMAT), ("ikd.json", "ikd-ctranslate2-1")):
+    """A folder `ikd export` wrote: a package (its config.json), a CTranslate2 or transformers export (ikd.json)."""
+    for name, fmt in ((CONFIG, PACKAGE_FORMAT), ("ikd.json", "ikd-ctranslate2-1"), ("ikd.json", "ikd-transformers-1")):
         try:
             if json.loads((folder / name).read_text(encoding="utf-8")).get("format") == fmt:
                 return True
