@@ -21,6 +21,7 @@ from ikd.commands import (
     prepare,
     recipes,
     retrieve,
+    serve,
     train,
     translate,
 )
@@ -58,6 +59,7 @@ COMMANDS = {
     "recipes": recipes,
     "experiment": experiment,
     "export": export,
+    "serve": serve,
 }
 
 

@@ -112,3 +112,22 @@ def untrained_copy(checkpoint: Path, out: Path) -> Path:
             states["distiller"][key] = value
     save_checkpoint({**payload, **states, "epoch": 0, "updates": 0}, out)
     return out
+
+
+def text_only_copy(checkpoint: Path, out: Path, seed: int = 1234) -> Path:
+    """A freshly initialised text-only model with the checkpoint's vocabulary, BPE and recipe otherwise
+    (no teacher, no student): for what a text-only model must refuse or do differently."""
+    from ikd.checkpoint import load_checkpoint, save_checkpoint
+    from ikd.recipe import recipe_from_dict
+    from ikd.train.objective import build_training_model
+
+    payload = load_checkpoint(checkpoint)
+    raw = payload["recipe"]
+    raw["model"]["text_only"] = True
+    raw["vision"]["backbone"] = "resnet50"  # unused by a text-only model
+    recipe = recipe_from_dict(raw)
+    torch.manual_seed(seed)
+    model = build_training_model(recipe, len(payload["vocab"]), load_teacher_weights=False)
+    payload = {k: v for k, v in payload.items() if k not in ("distiller", "feature_shape", "train_state")}
+    save_checkpoint({**payload, **model.checkpoint_states(), "recipe": recipe.to_dict()}, out)
+    return out

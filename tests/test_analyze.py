@@ -97,19 +97,9 @@ def test_imagined_pixels_are_denormalised() -> None:
 
 
 def test_text_only_checkpoint_is_a_clear_error(toy_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    from ikd.checkpoint import load_checkpoint, save_checkpoint
-    from ikd.recipe import recipe_from_dict
-    from ikd.train.objective import build_training_model
+    from fixtures_train import text_only_copy
 
-    payload = load_checkpoint(toy_checkpoint)
-    raw = payload["recipe"]
-    raw["model"]["text_only"] = True
-    raw["vision"]["backbone"] = "resnet50"  # unused by a text-only model
-    recipe = recipe_from_dict(raw)
-    model = build_training_model(recipe, len(payload["vocab"]), load_teacher_weights=False)
-    path = tmp_path / "text.pt"
-    payload = {k: v for k, v in payload.items() if k not in ("distiller", "feature_shape")}
-    save_checkpoint({**payload, **model.checkpoint_states(), "recipe": recipe.to_dict()}, path)
+    path = text_only_copy(toy_checkpoint, tmp_path / "text.pt")
     for command in ("attention", "imagine"):
         args = ["analyze", command, "--checkpoint", str(path), "--sentence", "a cat", "-o", str(tmp_path / "x.png")]
         assert main(args) == 1

@@ -108,15 +108,19 @@ def load_ensemble(
     device: str | torch.device | None = "auto",
     expected_vocab=None,
     amp: str | None = None,
+    with_distiller: bool = False,
 ) -> Loaded:
     """Load every checkpoint (or package); one -> as load_for_inference, several -> a Loaded whose model is
-    their Ensemble, with the first one's vocabulary, BPE and languages. Different vocabularies are an error
-    naming both files."""
+    their Ensemble, with the first one's vocabulary, BPE, languages and (`with_distiller`) teacher and
+    student. Different vocabularies are an error naming both files."""
     from ikd.inference.loading import load_for_inference
 
     if not paths:
         raise IkdError("--checkpoint: give at least one checkpoint")
-    loaded = [load_for_inference(p, device, expected_vocab=expected_vocab, amp=amp) for p in paths]
+    loaded = [
+        load_for_inference(p, device, expected_vocab=expected_vocab, amp=amp, with_distiller=with_distiller and i == 0)
+        for i, p in enumerate(paths)
+    ]
     if len(loaded) == 1:
         return loaded[0]
     first = loaded[0]
