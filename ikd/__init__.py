@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typing
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["IkdError", "SearchOptions", "Translator", "__version__"]
 

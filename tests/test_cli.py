@@ -52,7 +52,7 @@ print("HEAVY", heavy)
 
 def test_import_ikd_is_cheap_and_translator_is_lazy() -> None:
     result = run_python("import sys, ikd; print('torch' in sys.modules, ikd.__version__)")
-    assert result.stdout.split() == ["False", "0.1.0"]
+    assert result.stdout.split() == ["False", "0.2.0"]
     result = run_python("import sys, ikd; T = ikd.Translator; print('torch' in sys.modules, T.__name__)")
     assert result.stdout.split() == ["True", "Translator"]
     result = run_python("import ikd; ikd.nothing")
@@ -61,7 +61,7 @@ def test_import_ikd_is_cheap_and_translator_is_lazy() -> None:
 
 def test_version(capsys) -> None:
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == "ikd 0.1.0"
+    assert capsys.readouterr().out.strip() == "ikd 0.2.0"
 
 
 def test_switches_show_no_type_in_help(capsys) -> None:
