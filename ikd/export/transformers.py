@@ -118,9 +118,10 @@ def model_config(model, recipe) -> dict:
         max_position_embeddings=m.max_positions,
         scale_embedding=True,
         activation_function="relu",
-        dropout=m.dropout,
-        attention_dropout=m.attention_dropout,
-        activation_dropout=m.activation_dropout,
+        # an inference export: with dropout 0 even a model left in training mode translates as ikd does
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
         encoder_layerdrop=0.0,
         decoder_layerdrop=0.0,
         pad_token_id=1,
