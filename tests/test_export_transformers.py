@@ -145,7 +145,8 @@ def test_text_only_folder_is_a_plain_m2m100(text_export: Path) -> None:
     expected = dict(scale_embedding=True, activation_function="relu", pad_token_id=1, bos_token_id=0, eos_token_id=2)
     expected |= dict(decoder_start_token_id=2, tie_word_embeddings=True, d_model=32, encoder_layers=2)
     expected |= dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
-    assert {k: config[k] for k in expected} == expected
+    config.setdefault("tie_word_embeddings", True)  # transformers 4.x leaves a default value out
+    assert {k: config.get(k) for k in expected} == expected
     generation = json.loads((text_export / "generation_config.json").read_text())
     assert {k: generation[k] for k in ("num_beams", "length_penalty", "early_stopping", "min_new_tokens")} == {
         "num_beams": 5,
