@@ -5,10 +5,10 @@ ikd does (the same text, character for character), greedy and beam search.
     .venv/bin/python bench/transformers_vs_ikd.py --checkpoint CKPT --input my.en --beams 1,5,10
 
 Input: raw sentences (one a line, .gz read as gzip), by default Multi30K's raw test_2016_flickr English
-(../shared/data/multi30k/raw, 1,000 sentences). The checkpoint is exported into --work, then the folder is
-loaded as a user would (AutoTokenizer with trust_remote_code; M2M100ForConditionalGeneration for a text-only
-model, AutoModelForSeq2SeqLM with trust_remote_code for an IKD one) and generate() runs with the folder's
-generation_config.json and the beam given, batches of --batch sentences. ikd translates with
+($IKD_TEST_DATA or ../shared/data, multi30k/raw: 1,000 sentences). The checkpoint is exported into --work, then
+the folder is loaded as a user would (AutoTokenizer with trust_remote_code; M2M100ForConditionalGeneration for a
+text-only model, AutoModelForSeq2SeqLM with trust_remote_code for an IKD one) and generate() runs with the
+folder's generation_config.json and the beam given, batches of --batch sentences. ikd translates with
 `ikd.Translator` (the same search as `ikd translate`). Both on the CPU, one thread.
 """
 
@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_INPUT = REPO.parent / "shared" / "data" / "multi30k" / "raw" / "test_2016_flickr.en.gz"
+DATA = Path(os.environ.get("IKD_TEST_DATA") or REPO.parent / "shared" / "data")
+DEFAULT_INPUT = DATA / "multi30k" / "raw" / "test_2016_flickr.en.gz"
 
 
 def read_input(path: Path, limit: int) -> list[str]:
@@ -33,6 +34,18 @@ def read_input(path: Path, limit: int) -> list[str]:
     with opener(path, "rt", encoding="utf-8") as f:
         lines = f.read().splitlines()
     return lines[:limit] if limit else lines
+
+
+def generate_capped(model, tokenizer, folder: Path, lines: list[str], beam: int) -> list[str]:
+    """generate() with the folder's IkdLengthCap: ikd's default cap (0 * src_len + 200), </s> at its own score."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    kwargs_for = get_class_from_dynamic_module("length_cap.ikd_generate_kwargs", str(folder))
+    batch = tokenizer(lines, return_tensors="pt", padding=True, truncation=True)
+    positions = model.config.max_position_embeddings
+    with torch.no_grad():
+        out = model.generate(**batch, num_beams=beam, **kwargs_for(batch["attention_mask"], 0.0, 200, positions))
+    return tokenizer.batch_decode(out, skip_special_tokens=True)
 
 
 def main() -> None:
@@ -81,8 +94,13 @@ def main() -> None:
             f"beam {beam}: {same}/{len(lines)} identical ({100 * same / len(lines):.1f}%); longest ikd output "
             f"{longest} words; ikd {ikd_s:.1f} s, transformers {hf_s:.1f} s"
         )
-        for a, b in [(a, b) for a, b in zip(ours, theirs) if a != b][:3]:
-            print(f"  ikd:          {a}\n  transformers: {b}")
+        differ = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+        for i in differ[:3]:
+            print(f"  ikd:          {ours[i][:150]}\n  transformers: {theirs[i][:150]}")
+        if differ:  # again with ikd's per-sentence cap (the folder's length_cap.py), those sentences only
+            capped = generate_capped(model, tokenizer, folder, [lines[i] for i in differ], beam)
+            same = sum(ours[i] == text for i, text in zip(differ, capped))
+            print(f"  the {len(differ)} that differ, with length_cap.ikd_generate_kwargs: {same} identical")
 
 
 if __name__ == "__main__":
