@@ -13,7 +13,9 @@ BPE codes, vocabulary and glossary), the length-cap logits processor (hf_code/le
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -41,6 +43,20 @@ def require_transformers():
             "--format transformers needs the transformers package: pip install 'ikd[transformers]'"
         ) from None
     return transformers
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No transformers progress bars (weights written, weights loaded) on ikd's console; restored afterwards."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 def unsupported(recipe: dict | None) -> str | None:
@@ -118,9 +134,10 @@ def model_config(model, recipe) -> dict:
         max_position_embeddings=m.max_positions,
         scale_embedding=True,
         activation_function="relu",
-        dropout=m.dropout,
-        attention_dropout=m.attention_dropout,
-        activation_dropout=m.activation_dropout,
+        # an inference export: with dropout 0 even a model left in training mode translates as ikd does
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
         encoder_layerdrop=0.0,
         decoder_layerdrop=0.0,
         pad_token_id=1,
@@ -219,7 +236,11 @@ def save_model(model, recipe, folder: Path, beam: int = 5) -> None:
         type(hf.config).register_for_auto_class("AutoConfig")
         type(hf).register_for_auto_class("AutoModelForSeq2SeqLM")
     hf.generation_config = generation_config(beam, recipe.model.max_positions)
-    hf.save_pretrained(str(folder))
+    with quiet_transformers():
+        hf.save_pretrained(str(folder))
+    weights = folder / "model.safetensors"
+    if weights.is_file():  # safetensors writes it owner-only; the folder's other files follow the umask
+        weights.chmod((folder / "config.json").stat().st_mode & 0o777)
     shutil.copyfile(HF_CODE / LENGTH_CAP, folder / LENGTH_CAP)
 
 
@@ -229,7 +250,8 @@ def load_exported(folder: Path, text_only: bool):
         from transformers import M2M100ForConditionalGeneration as cls
     else:
         from ikd.export.hf_code.modeling_ikd_mmt import IkdMmtForConditionalGeneration as cls
-    return cls.from_pretrained(str(folder)).eval()
+    with quiet_transformers():
+        return cls.from_pretrained(str(folder)).eval()
 
 
 @torch.no_grad()

@@ -8,11 +8,14 @@ the encoder layers over [text; pseudo-tokens] (queries) with the text alone as k
 cross-attends over all T + P states: `IkdMmtModel.forward` appends P ones to the source attention mask.
 
 Shapes: B batch, T source tokens, P pseudo-tokens, L = T + P encoder states (P without text queries), d width.
-Inference only: dropout is not part of this port.
+Inference only: dropout is not part of this port. Written against transformers 4.40 to 5.x: the decoder, its
+embedding and its cache are whatever the installed M2M100Model builds (the cache argument is `past_key_values` in
+4.x, `cache` in 5.x).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -20,12 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import M2M100ForConditionalGeneration, M2M100Model
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqModelOutput
-from transformers.models.m2m_100.modeling_m2m_100 import (
-    M2M100Decoder,
-    M2M100PreTrainedModel,
-    M2M100ScaledWordEmbedding,
-    M2M100SinusoidalPositionalEmbedding,
-)
+from transformers.models.m2m_100.modeling_m2m_100 import M2M100PreTrainedModel, M2M100SinusoidalPositionalEmbedding
 
 from .configuration_ikd_mmt import IkdMmtConfig
 
@@ -113,7 +111,8 @@ class IkdMmtEncoder(M2M100PreTrainedModel):
         d, pad = config.d_model, config.pad_token_id
         scale = math.sqrt(d) if config.scale_embedding else 1.0
         self.padding_idx = pad
-        self.embed_tokens = M2M100ScaledWordEmbedding(config.vocab_size, d, pad, embed_scale=scale)
+        self.embed_scale = scale
+        self.embed_tokens = nn.Embedding(config.vocab_size, d, pad)  # tied to the model's shared embedding
         self.embed_positions = M2M100SinusoidalPositionalEmbedding(config.max_position_embeddings, d, pad)
         self.layers = nn.ModuleList(IkdEncoderLayer(config) for _ in range(config.encoder_layers))
         self.layer_norm = nn.LayerNorm(d)
@@ -128,7 +127,8 @@ class IkdMmtEncoder(M2M100PreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> BaseModelOutput:
         text_pad = input_ids.eq(self.padding_idx) if attention_mask is None else attention_mask.eq(0)
-        x = self.embed_tokens(input_ids) + self.embed_positions(input_ids).to(self.embed_tokens.weight.dtype)
+        x = self.embed_tokens(input_ids) * self.embed_scale
+        x = x + self.embed_positions(input_ids).to(x.dtype)
         keep = (~text_pad).unsqueeze(-1).to(x.dtype)
         t = (x * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)  # mean over the real tokens, </s> included
         pseudo = self.pseudo_tokens(self.generator(t))
@@ -150,19 +150,31 @@ class IkdMmtEncoder(M2M100PreTrainedModel):
 
 
 class IkdMmtModel(M2M100Model):
-    """M2M100Model with ikd's multimodal encoder; the decoder is M2M100's."""
+    """M2M100Model with ikd's multimodal encoder; the shared embedding and the decoder are M2M100's."""
 
     config: IkdMmtConfig
 
     def __init__(self, config: IkdMmtConfig) -> None:
-        M2M100PreTrainedModel.__init__(self, config)
-        scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
-        self.shared = M2M100ScaledWordEmbedding(
-            config.vocab_size, config.d_model, config.pad_token_id, embed_scale=scale
-        )
+        super().__init__(config)  # M2M100's shared embedding, encoder (replaced here) and decoder
         self.encoder = IkdMmtEncoder(config)
-        self.decoder = M2M100Decoder(config)
+        self.encoder.embed_tokens.weight = self.shared.weight  # 5.x's shared embedding scales itself; ours not
+        params = inspect.signature(self.decoder.forward).parameters
+        self._decoder_takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        self._decoder_params = set(params)
         self.post_init()
+
+    def _decoder_kwargs(self, kwargs: dict) -> dict:
+        """The keyword arguments of M2M100Model.forward that its decoder takes (cache, use_cache, output flags)."""
+        kwargs = dict(kwargs)
+        kwargs.pop("head_mask", None)  # the encoder's; ikd's encoder has no head mask
+        if "decoder_head_mask" in kwargs:
+            kwargs["head_mask"] = kwargs.pop("decoder_head_mask")
+        if self._decoder_takes_any:
+            return kwargs
+        kwargs = {k: v for k, v in kwargs.items() if k in self._decoder_params}
+        if "return_dict" in self._decoder_params:
+            kwargs["return_dict"] = True
+        return kwargs
 
     def forward(
         self,
@@ -171,12 +183,13 @@ class IkdMmtModel(M2M100Model):
         decoder_input_ids: Tensor | None = None,
         decoder_attention_mask: Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        cache=None,
         inputs_embeds: Tensor | None = None,
         decoder_inputs_embeds: Tensor | None = None,
-        use_cache: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
+        """input_ids [B, T], attention_mask [B, T] (1 = token), decoder_input_ids [B, S] -> decoder states
+        [B, S, d] over the encoder states [B, L, d]; the decoder's cross-attention mask is attention_mask with P
+        ones appended (pseudo-tokens are never padding)."""
         if inputs_embeds is not None:
             raise ValueError("the IKD-MMT encoder reads token ids (input_ids), not inputs_embeds")
         if attention_mask is None and input_ids is not None:
@@ -192,18 +205,17 @@ class IkdMmtModel(M2M100Model):
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=states,
             encoder_attention_mask=memory_mask,
-            cache=cache,
             inputs_embeds=decoder_inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
+            **self._decoder_kwargs(kwargs),
         )
+        cache = "cache" if "cache" in Seq2SeqModelOutput.__dataclass_fields__ else "past_key_values"
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            cache=decoder_outputs.cache,
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
             encoder_last_hidden_state=states,
+            **{cache: getattr(decoder_outputs, cache, None)},
         )
 
 

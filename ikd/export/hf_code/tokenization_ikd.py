@@ -66,7 +66,7 @@ class IkdTokenizer(PreTrainedTokenizer):
         self._moses: dict[str, object] = {}
         kwargs.setdefault("split_special_tokens", True)  # "</s>" in the text is text, as in ikd
         kwargs.setdefault("clean_up_tokenization_spaces", False)
-        kwargs.setdefault("special_tokens_pattern", "eos")
+        kwargs.pop("special_tokens_pattern", None)  # </s> is appended here, the same in every transformers version
         super().__init__(
             src_lang=src_lang,
             tgt_lang=tgt_lang,
@@ -111,6 +111,24 @@ class IkdTokenizer(PreTrainedTokenizer):
 
     def _convert_id_to_token(self, index: int) -> str:
         return self.tokens[index]
+
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
+        """ids + [</s>] (a pair: both, each followed by </s>); never <s>."""
+        eos = [self.eos_token_id]
+        return token_ids_0 + eos if token_ids_1 is None else token_ids_0 + eos + token_ids_1 + eos
+
+    def get_special_tokens_mask(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None, already_has_special_tokens: bool = False
+    ) -> list[int]:
+        if already_has_special_tokens:
+            return [int(i == self.eos_token_id) for i in token_ids_0 + (token_ids_1 or [])]
+        mask = [0] * len(token_ids_0) + [1]
+        return mask if token_ids_1 is None else mask + [0] * len(token_ids_1) + [1]
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return 2 if pair else 1
 
     # ------------------------------------------------------------------ preprocessing
     def _moses_tool(self, kind: str, lang: str):
