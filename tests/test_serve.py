@@ -486,3 +486,26 @@ def test_serve_listens_on_loopback_and_stops_cleanly(toy_checkpoint: Path, sig: 
     assert status == 200 and body["translations"][0]["text"]
     err = "".join(lines)
     assert f"stopped ({sig.name})" in err and "Traceback" not in err
+
+
+def _bench(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_serve_load_counts_requests_and_keeps_answers(ikd_served: ServedModel, toy_checkpoint: Path) -> None:
+    """bench/serve_load.py's clients against a real uvicorn server: every request answered once, answers as
+    the Translator's."""
+    bench, server = _bench("serve_load"), _bench("serve_screenshots")
+    with server.serving(ikd_served, Settings(window_ms=1.0)) as url:
+        host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
+        run = bench.load(host, int(port), SENTENCES, clients=2, requests=5, max_seconds=60)
+    assert (run["answered"], run["failed"], run["clients"]) == (5, 0, 2)
+    expected = [nbest[0][0] for nbest in reference(toy_checkpoint, SENTENCES)]
+    assert run["answers"] == dict(enumerate(expected))
+    assert 0 < run["p50_ms"] <= run["p99_ms"] and run["sentences_per_s"] > 0
