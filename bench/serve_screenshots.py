@@ -37,6 +37,7 @@ def browser_paths() -> tuple[str, str] | str:
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
     )
     driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
+    browser, driver = (p if p and os.access(p, os.X_OK) else None for p in (browser, driver))
     if browser is None or driver is None:
         missing = " and ".join(n for n, p in (("chromium", browser), ("chromedriver", driver)) if p is None)
         return f"{missing} not found (Debian: apt-get install chromium chromium-driver; or set CHROMIUM/CHROMEDRIVER)"
