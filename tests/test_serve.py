@@ -5,9 +5,15 @@ command's start-up errors. The toy IKD checkpoint and a text-only model made fro
 from __future__ import annotations
 
 import base64
+import http.client
 import io
+import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -409,3 +415,97 @@ def test_serve_refuses_a_port_in_use(toy_checkpoint: Path, capsys) -> None:
 def test_serve_option_errors(toy_checkpoint: Path, capsys, args: list[str], words: str) -> None:
     assert main(["serve", "-c", str(toy_checkpoint), *args]) == 1
     assert words in capsys.readouterr().err
+
+
+def _post(host: str, port: int, path: str, body: dict | None = None) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        if body is None:
+            connection.request("GET", path)
+        else:
+            connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def _listening_addresses(port: int) -> list[str]:
+    """The local addresses of the listening TCP sockets on `port`, from Linux's /proc/net/tcp{,6}."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
+                found.append(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_listens_on_loopback_and_stops_cleanly(toy_checkpoint: Path, sig: signal.Signals) -> None:
+    """`ikd serve` with the default --host listens on 127.0.0.1 only; SIGTERM (or Ctrl-C's SIGINT) lets the
+    request in flight finish, then the command ends with status 0 and no traceback."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    args = ["serve", "-c", str(toy_checkpoint), "--port", "0", "--device", "cpu", "--batch-window-ms", "1000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ikd.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not (found := re.search(r"at http://(\S+):(\d+)/ ", "".join(lines))):
+            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
+        host, port = found.group(1), int(found.group(2))
+        assert host == "127.0.0.1"
+        assert _listening_addresses(port) in ([], ["127.0.0.1"])  # [] where /proc/net/tcp is not there
+        assert _post(host, port, "/health")[0] == 200
+        answer: list[tuple[int, dict]] = []
+        asking = threading.Thread(target=lambda: answer.append(_post(host, port, "/v1/translate", {"q": "a cross"})))
+        asking.start()
+        while _post(host, port, "/health")[1]["pending"] == 0:  # in the 1 s batching window
+            assert asking.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(sig)
+        asking.join(60)
+        assert process.wait(60) == 0
+        reader.join(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    status, body = answer[0]
+    assert status == 200 and body["translations"][0]["text"]
+    err = "".join(lines)
+    assert f"stopped ({sig.name})" in err and "Traceback" not in err
+
+
+def _bench(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_serve_load_counts_requests_and_keeps_answers(ikd_served: ServedModel, toy_checkpoint: Path) -> None:
+    """bench/serve_load.py's clients against a real uvicorn server: every request answered once, answers as
+    the Translator's."""
+    bench, server = _bench("serve_load"), _bench("serve_screenshots")
+    with server.serving(ikd_served, Settings(window_ms=1.0)) as url:
+        host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
+        run = bench.load(host, int(port), SENTENCES, clients=2, requests=5, max_seconds=60)
+    assert (run["answered"], run["failed"], run["clients"]) == (5, 0, 2)
+    expected = [nbest[0][0] for nbest in reference(toy_checkpoint, SENTENCES)]
+    assert run["answers"] == dict(enumerate(expected))
+    assert 0 < run["p50_ms"] <= run["p99_ms"] and run["sentences_per_s"] > 0

@@ -16,7 +16,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port (port 0: a free one), or a one-line error naming the address."""
+    """A TCP socket listening on host:port (port 0: a free one), or a one-line error naming the address."""
     if not 0 <= port <= 65535:
         raise IkdError(f"--port {port}: expected 0 to 65535")
     try:
@@ -31,6 +31,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         raise IkdError(f"{host}:{port}: cannot listen there ({(e.strerror or str(e)).lower()})") from None
+    sock.listen(2048)  # connections made once the address is printed wait for uvicorn instead of being refused
     return sock
 
 
