@@ -19,8 +19,9 @@ CTranslate2 with translate_options and with the alternatives it was chosen over,
 lines overall and among the lines ikd ends before the cap, and the outputs holding <pad> or <s>.
 
 Without --checkpoint, a text-only Transformer-Tiny (recipes/en-de-text.yaml) is trained for --train-updates
-updates on Multi30K EN-DE from ../shared/data/multi30k (prepared and BPE'd in --work): a weak but real model
-whose outputs end by themselves (random weights never emit EOS, which makes both decoders run to the cap).
+updates on Multi30K EN-DE from ../shared/data/multi30k or $IKD_TEST_DATA/multi30k (prepared and BPE'd in
+--work): a weak but real model whose outputs end by themselves (random weights never emit EOS, which makes both
+decoders run to the cap).
 
 Streaming: `ikd translate --bpe` with a tiny random model (greedy, outputs capped at 3 tokens) on 20k and 200k
 input lines; the child's peak RSS (getrusage) should not grow with the input, and its first output lines must
@@ -41,7 +42,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "multi30k"
+SHARED = Path(os.environ.get("IKD_TEST_DATA") or REPO.parent / "shared" / "data") / "multi30k"  # as the tests
 SETTINGS = [(5, 1), (1, 2), (5, 2)]  # (beam, threads)
 MAX_LEN = 200
 BATCH = 128
