@@ -3,17 +3,25 @@
     .venv/bin/python bench/decode_vs_ctranslate2.py --checkpoint RUN/checkpoint_average.pt
     .venv/bin/python bench/decode_vs_ctranslate2.py                  # trains a short text-only model first
     .venv/bin/python bench/decode_vs_ctranslate2.py --streaming-only  # only the `ikd translate` memory check
+    .venv/bin/python bench/decode_vs_ctranslate2.py --checkpoint CKPT --source data/toy/text/test.en --agreement
+                                                     # only the share of identical 1-best lines, per option set
 
 Decoding: the 1,000 source sentences of test_2016_flickr (Multi30K's tokenised English, BPE'd with the
 checkpoint's codes), a text-only checkpoint exported with `ikd export --format ctranslate2` (float32), the same
 beam size, length penalty 1 and length cap 200 on both sides, batches of 128 sentences sorted by length on both
 sides. Only decoding is timed (ids in, ids out: no BPE, no file reading), best of --repeats runs, ikd and
 CTranslate2 interleaved so that both see the same machine load. "identical" counts the sentences whose 1-best
-token sequences are equal. Settings: beam 5 with 1 thread, beam 1 and beam 5 with 2 threads.
+token sequences are equal: the two searches are not the same (ikd.export.ctranslate2.translate_options says
+where), so it is a measured share, not a check. Settings: beam 5 with 1 thread, beam 1 and beam 5 with 2 threads.
+
+--agreement: no timing; beam 5 on --source (tokenised text, BPE'd with the checkpoint's codes), ikd against
+CTranslate2 with translate_options and with the alternatives it was chosen over, the share of identical 1-best
+lines overall and among the lines ikd ends before the cap, and the outputs holding <pad> or <s>.
 
 Without --checkpoint, a text-only Transformer-Tiny (recipes/en-de-text.yaml) is trained for --train-updates
-updates on Multi30K EN-DE from ../shared/data/multi30k (prepared and BPE'd in --work): a weak but real model
-whose outputs end by themselves (random weights never emit EOS, which makes both decoders run to the cap).
+updates on Multi30K EN-DE from ../shared/data/multi30k or $IKD_TEST_DATA/multi30k (prepared and BPE'd in
+--work): a weak but real model whose outputs end by themselves (random weights never emit EOS, which makes both
+decoders run to the cap).
 
 Streaming: `ikd translate --bpe` with a tiny random model (greedy, outputs capped at 3 tokens) on 20k and 200k
 input lines; the child's peak RSS (getrusage) should not grow with the input, and its first output lines must
@@ -34,7 +42,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "multi30k"
+SHARED = Path(os.environ.get("IKD_TEST_DATA") or REPO.parent / "shared" / "data") / "multi30k"  # as the tests
 SETTINGS = [(5, 1), (1, 2), (5, 2)]  # (beam, threads)
 MAX_LEN = 200
 BATCH = 128
@@ -77,10 +85,11 @@ def build_checkpoint(work: Path, updates: int) -> Path:
     return ckpt
 
 
-def source_ids(loaded) -> list[list[int]]:
+def source_ids(loaded, source: Path | None = None) -> list[list[int]]:
     from ikd.inference.translator import Translator
 
-    lines = (SHARED / "tok" / "test_2016_flickr.lc.norm.tok.en").read_text(encoding="utf-8").splitlines()
+    source = source or SHARED / "tok" / "test_2016_flickr.lc.norm.tok.en"
+    lines = source.read_text(encoding="utf-8").splitlines()
     tr = Translator(loaded, input_mode="tokenized")
     return [tr.source_ids(line, i + 1) for i, line in enumerate(lines)]
 
@@ -116,7 +125,7 @@ def decoding(args) -> None:
         ckpt = build_checkpoint(args.work, args.train_updates)
         note = f"text-only Transformer-Tiny trained here for {args.train_updates} updates on Multi30K EN-DE ({ckpt})"
     loaded = load_for_inference(ckpt, "cpu")
-    items = source_ids(loaded)[: args.sentences]
+    items = source_ids(loaded, args.source)[: args.sentences]
     vocab = loaded.vocab
     tokens = [[vocab.tokens[i] for i in ids] for ids in items]
     ct2_dir = Path(tempfile.mkdtemp(prefix="ikd-ct2-")) / "model"
@@ -149,10 +158,49 @@ def decoding(args) -> None:
         n = len(items)
         print(
             f"| {beam} | {threads} | {n / best_ikd:.1f} | {n / best_ct2:.1f} | {best_ct2 / best_ikd:.2f}x | "
-            f"{same}/{n} | {sum(map(len, ours)) / n:.1f} / {max(map(len, ours))} |",
+            f"{same}/{n} ({100 * same / n:.1f}%) | {sum(map(len, ours)) / n:.1f} / {max(map(len, ours))} |",
             flush=True,
         )
         del translator
+
+
+def agreement(args) -> None:
+    """The share of identical 1-best lines, beam 5, for translate_options and the alternatives it was chosen over."""
+    import ctranslate2
+
+    from ikd.export.ctranslate2 import save_ctranslate2, translate_options
+    from ikd.inference.loading import load_for_inference
+
+    ckpt = args.checkpoint or build_checkpoint(args.work, args.train_updates)
+    loaded = load_for_inference(ckpt, "cpu", amp="off")
+    items = source_ids(loaded, args.source)[: args.sentences]
+    vocab = loaded.vocab
+    tokens = [[vocab.tokens[i] for i in ids] for ids in items]
+    ct2_dir = Path(tempfile.mkdtemp(prefix="ikd-ct2-")) / "model"
+    save_ctranslate2(loaded.model, vocab.tokens, ct2_dir)  # `ikd export` minus its check: the same files
+    translator = ctranslate2.Translator(str(ct2_dir), device="cpu", intra_threads=1)
+    torch.set_num_threads(1)
+    _, ours = time_ikd(loaded, items, 5)
+    chosen = translate_options(5, 1.0, MAX_LEN)
+    variants = [
+        ("translate_options (min_decoding_length 1)", {}),
+        ("+ suppress_sequences <s>, <pad>", {"suppress_sequences": [["<s>"], ["<pad>"]]}),
+        ("min_decoding_length 0", {"min_decoding_length": 0}),
+        (f"max_decoding_length {MAX_LEN + 1}", {"max_decoding_length": MAX_LEN + 1}),
+    ]
+    n, free = len(items), [i for i, h in enumerate(ours) if len(h) < MAX_LEN]
+    print(f"# {ckpt}; {n} sentences of {args.source or 'test_2016_flickr'}; beam 5, length penalty 1, cap {MAX_LEN}; "
+          f"ikd outputs at the cap: {n - len(free)}; ctranslate2 {ctranslate2.__version__}")
+    print("| CTranslate2 options | identical 1-best | of the lines ikd ends before the cap | outputs with <pad>/<s> |")
+    print("|---|---|---|---|", flush=True)
+    specials = {vocab.pad, vocab.bos}
+    for name, extra in variants:
+        results = translator.translate_batch(tokens, max_batch_size=BATCH, **{**chosen, **extra})
+        theirs = [[vocab.index[t] for t in r.hypotheses[0]] for r in results]
+        same = sum(a == b for a, b in zip(ours, theirs))
+        same_free = sum(ours[i] == theirs[i] for i in free)
+        odd = sum(bool(specials & set(t)) for t in theirs)
+        print(f"| {name} | {same}/{n} ({100 * same / n:.1f}%) | {same_free}/{len(free)} | {odd} |", flush=True)
 
 
 def streaming(args) -> None:
@@ -223,9 +271,13 @@ def main() -> None:
     p.add_argument("--sentences", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--stream-lines", type=lambda s: [int(x) for x in s.split(",")], default=[20_000, 200_000])
+    p.add_argument("--source", type=Path, help="tokenised source lines (default: Multi30K's test_2016_flickr)")
+    p.add_argument("--agreement", action="store_true", help="only the share of identical lines, per option set")
     p.add_argument("--streaming-only", action="store_true")
     p.add_argument("--no-streaming", action="store_true")
     args = p.parse_args()
+    if args.agreement:
+        return agreement(args)
     if not args.streaming_only:
         decoding(args)
     if not args.no_streaming:

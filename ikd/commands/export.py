@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Export a checkpoint for translation only: no teacher, no student, no training state. The export
-        must translate a few check sentences exactly as the checkpoint does before it is written."""
+        must translate a few check sentences exactly as the checkpoint does before it is written (a CTranslate2
+        model: score the checkpoint's translations of them token by token as the checkpoint does)."""
         from ikd.console import make_console
         from ikd.export.exporter import export_checkpoint
 
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
         console = make_console(stderr=True)
         console.print(
             f"wrote {summary['out']} ({summary['format']}{extra}); {summary['checked']} check sentences "
-            "translated as by the checkpoint",
+            f"{summary['verified']}",
             markup=False,
             soft_wrap=True,
         )

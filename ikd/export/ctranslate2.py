@@ -1,5 +1,5 @@
-"""A text-only ikd translator as a CTranslate2 model (`ctranslate2.specs.TransformerSpec`), so that
-`ctranslate2.Translator` decodes it with the same output as ikd's beam search.
+"""A text-only ikd translator as a CTranslate2 model (`ctranslate2.specs.TransformerSpec`): the same network,
+so that `ctranslate2.Translator.score_batch` gives every target token the log-probability ikd gives it.
 
 What has to line up with ikd's Transformer (ikd/model/transformer.py):
 - positions: ikd's position i is fairseq's pad+1+i, one later than CTranslate2's built-in table, and ikd
@@ -9,8 +9,10 @@ What has to line up with ikd's Transformer (ikd/model/transformer.py):
 - pre-norm layers with the encoder's and decoder's final LayerNorm (post-norm: none), eps 1e-5 (torch's);
 - self-attention keeps ikd's fused [3d, d] in-projection; cross-attention splits it into the query rows and
   the fused key/value rows;
-- the decoder starts from </s> and the source ends in </s> (fairseq's convention), which the translation
-  options below pass explicitly.
+- the decoder starts from </s> and the source ends in </s> (fairseq's convention), which the caller passes.
+
+The searches are not the same (`translate_options` says where), so a conversion is verified on scores, not on
+translations: `token_log_probs` (ikd, teacher-forced) against `score_batch` on ikd's own hypotheses.
 """
 
 from __future__ import annotations
@@ -138,16 +140,38 @@ def save_ctranslate2(model, vocab_tokens: list[str], out: Path, source: str = "c
     spec.save(str(out))
 
 
+def token_log_probs(model, src: list[int], tgt: list[int], eos: int = 2) -> list[float]:
+    """ikd's log-probability of each token of `tgt` + </s> given `src` (ids, EOS-terminated), teacher-forced
+    from </s> without any search mask: what `score_batch` returns for the same sequences -> len(tgt) + 1 floats."""
+    with torch.no_grad():
+        enc = model.encode(torch.tensor([src]))
+        logits = model.decode(torch.tensor([[eos, *tgt]]), enc)[0].float()  # [len + 1, V]
+        lprobs = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor([*tgt, eos])[:, None])
+    return lprobs.squeeze(1).tolist()
+
+
 def translate_options(beam: int, lenpen: float = 1.0, max_len: int = 200) -> dict:
-    """ctranslate2.Translator.translate_batch options equal to ikd's search settings with a fixed length
-    cap (ikd's --max-len-a 0 --max-len-b max_len; CTranslate2 has no per-source cap) and fairseq's
-    conventions: at least one token before </s>, <s>/<pad> never generated, a sentence done when `beam`
-    hypotheses have finished."""
+    """ctranslate2.Translator.translate_batch options that come closest to ikd's beam search with a fixed
+    length cap (ikd's --max-len-a 0 --max-len-b max_len; CTranslate2 has no per-source cap).
+
+    Where the two still differ (CTranslate2 masks logits before its softmax, ikd masks log-probabilities
+    after it, as fairseq does):
+    - </s> as the first token: both forbid it (min_decoding_length 1), but CTranslate2 renormalises the first
+      step, which adds -log(1 - p(</s>)) to every hypothesis's summed log-probability (its score, divided by the
+      length, then favours short hypotheses). min_decoding_length 0 would keep the scores but let the empty
+      translation take one of the `beam` finished slots, which changes far more outputs;
+    - <pad> and <s>: ikd never generates them; they are not suppressed here, because suppress_sequences
+      renormalises every step (measured: more outputs differ) and a trained model gives them almost no mass;
+    - at the cap ikd appends a forced </s> (scored), CTranslate2 stops without one;
+    - with lenpen 0 CTranslate2 stops once the best open hypothesis ends (the same 1-best, other n-best).
+    The rest is the same: 2*beam candidates per step, the first step from one beam, </s> candidates among the
+    best `beam` finished, a sentence done when `beam` hypotheses have finished (patience 1), scores divided by
+    (tokens + 1)**lenpen, </s> counted."""
     return dict(
         beam_size=beam,
         length_penalty=lenpen,
         max_decoding_length=max(1, int(max_len)),
         min_decoding_length=1,
         patience=1.0,
-        suppress_sequences=[["<s>"], ["<pad>"]],
+        return_scores=True,
     )

@@ -1,5 +1,7 @@
 """`ikd export`: checkpoint -> translation-only package, CTranslate2 model or transformers folder, checked before
-it is published: the export must translate a few sentences exactly as the checkpoint does."""
+it is published: a package or transformers folder must translate a few sentences exactly as the checkpoint does,
+a CTranslate2 model must give ikd's translations of them the same token log-probabilities (its search is not
+ikd's: see ikd.export.ctranslate2.translate_options)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ FORMATS = ("ikd", "ctranslate2", "transformers")
 CT2_INFO = "ikd.json"
 CHECK_BEAM = 5
 CHECK_MAX_LEN = 50
+CT2_TOLERANCE = 1e-3  # per token log-probability; float32 kernels agree to about 1e-6
 
 
 def sample_sources(n_tokens: int, count: int = 8, seed: int = 0) -> list[list[int]]:
@@ -55,9 +58,10 @@ def export_checkpoint(
     push_to_hub: str | None = None,
 ) -> dict:
     """Export `checkpoint` into the folder `out` (replacing an earlier export there). Returns a summary
-    {"format", "out", "checked": sentences compared, and for packages and transformers folders "parameters": the
-    weights' element count; "pushed": the Hub commit's URL}. transformers only: `scores` an `ikd evaluate --json`
-    report for the model card's BLEU, `push_to_hub` a Hub repository to upload the folder to."""
+    {"format", "out", "checked": sentences compared, "verified": how they were, and for packages and transformers
+    folders "parameters": the weights' element count; "pushed": the Hub commit's URL}. transformers only:
+    `scores` an `ikd evaluate --json` report for the model card's BLEU, `push_to_hub` a Hub repository to upload
+    the folder to."""
     from ikd.inference.loading import load_for_inference
 
     if fmt not in FORMATS:
@@ -82,7 +86,7 @@ def export_checkpoint(
     reference = load_for_inference(checkpoint, "cpu", amp="off")
     sources = sample_sources(len(reference.vocab))
     expected = _ikd_hypotheses(reference, sources)
-    summary = {"format": fmt, "out": str(out), "checked": len(sources)}
+    summary = {"format": fmt, "out": str(out), "checked": len(sources), "verified": "translated as by the checkpoint"}
 
     def build_ikd(tmp: Path) -> None:
         write_package(payload, tmp)
@@ -94,7 +98,7 @@ def export_checkpoint(
         summary["parameters"] = sum(v.numel() for v in exported.model.state_dict().values())
 
     def build_ct2(tmp: Path) -> None:
-        from ikd.export.ctranslate2 import require_ctranslate2, save_ctranslate2, translate_options
+        from ikd.export.ctranslate2 import require_ctranslate2, save_ctranslate2, token_log_probs
 
         ctranslate2 = require_ctranslate2()
         save_ctranslate2(reference.model, reference.vocab.tokens, tmp, source=str(checkpoint))
@@ -111,23 +115,27 @@ def export_checkpoint(
             "ikd.export.ctranslate2.translate_options",
         }
         atomic_write_text(tmp / CT2_INFO, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        # The conversion is checked on scores: CTranslate2's search differs from ikd's by design (translate_options),
+        # so equal translations cannot be asked of a correct conversion, but equal token log-probabilities can.
         translator = ctranslate2.Translator(str(tmp), device="cpu", intra_threads=1)
         tokens = reference.vocab.tokens
         batch = [[tokens[i] for i in ids] for ids in sources]
-        results = translator.translate_batch(batch, **translate_options(CHECK_BEAM, 1.0, CHECK_MAX_LEN))
-        hyps = [[tokens[i] for i in h.tokens] for h in expected]
-        scored = translator.score_batch(batch, hyps)
-        for i, (h, res, sc) in enumerate(zip(expected, results, scored)):
-            ours = sum(sc.log_probs) / (len(h.tokens) + 1)
-            if abs(ours - h.score) > 1e-3 * max(1.0, abs(h.score)):
+        scored = translator.score_batch(batch, [[tokens[i] for i in h.tokens] for h in expected])
+        for i, (ids, h, sc) in enumerate(zip(sources, expected, scored)):
+            ours = token_log_probs(reference.model, ids, h.tokens, reference.vocab.eos)
+            theirs = list(sc.log_probs)
+            if len(theirs) != len(ours):
                 raise IkdError(
-                    f"{checkpoint}: the CTranslate2 model scores check sentence {i + 1} at {ours:.5f}, ikd at "
-                    f"{h.score:.5f}: the conversion is wrong"
+                    f"{checkpoint}: the CTranslate2 model scores {len(theirs)} tokens of check sentence {i + 1}, ikd "
+                    f"{len(ours)}: the conversion is wrong"
                 )
-            # at the length cap ikd forces </s> and CTranslate2 does not: only sentences ended by the model count
-            ct2_ids = [reference.vocab.index[t] for t in res.hypotheses[0]]
-            if len(h.tokens) < CHECK_MAX_LEN and ct2_ids != h.tokens:
-                raise IkdError(f"{checkpoint}: CTranslate2 translates check sentence {i + 1} differently from ikd")
+            for j, (a, b) in enumerate(zip(theirs, ours)):
+                if not abs(a - b) <= CT2_TOLERANCE:
+                    raise IkdError(
+                        f"{checkpoint}: the CTranslate2 model gives token {j + 1} of ikd's translation of check "
+                        f"sentence {i + 1} the log-probability {a:.5f}, ikd {b:.5f}: the conversion is wrong"
+                    )
+        summary["verified"] = "translated by the checkpoint and scored token by token as by it"
 
     def build_transformers(tmp: Path) -> None:
         from ikd.export.transformers import write_export
