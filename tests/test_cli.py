@@ -236,3 +236,14 @@ def test_no_space_left_names_the_output_file(tmp_path: Path, monkeypatch, capsys
     assert main(["recipes", "toy", "-o", str(out)]) == 1
     assert one_line_error(capsys.readouterr().err) == f"error: {out}: no space left on device"
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_changelog_has_a_dated_section_for_this_version() -> None:
+    import re
+
+    from ikd import __version__
+
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text(encoding="utf-8")
+    first = re.search(r"^## (.+)$", changelog, re.M)
+    assert first is not None
+    assert re.fullmatch(rf"{re.escape(__version__)} \(\d{{4}}-\d{{2}}-\d{{2}}\)", first.group(1)), first.group(1)
