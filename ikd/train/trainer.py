@@ -21,6 +21,7 @@ from ikd.recipe import Recipe, dump_recipe
 from ikd.train import distributed as dist
 from ikd.train.checkpoints import AVERAGE, BEST, LAST, CheckpointManager, average_checkpoints, epoch_checkpoints
 from ikd.train.data import RunData, epoch_batches, load_run_data, make_loader
+from ikd.train.lock import RunLock
 from ikd.train.metrics import MetricsLog
 from ikd.train.objective import FIELDS, KD_FIELDS, build_training_model, kd_ce_ratio
 from ikd.train.optimizer_state import format_1_names
@@ -90,6 +91,7 @@ class Trainer:
         self.info = dist.init_distributed(kind)
         self.device = training_device(device, self.info)
         self._report = report or (lambda msg: print(msg, flush=True))
+        self.lock: RunLock | None = None
 
     def report(self, msg: str) -> None:
         if self.info.is_main:
@@ -108,7 +110,22 @@ class Trainer:
             raise IkdError(f"{self.out}: holds checkpoints of an earlier run; use --resume or another --out")
         return None
 
+    def take_lock(self) -> None:
+        """OUT/.lock (rank 0, which alone writes the folder): refuses a second training in the same folder."""
+        if not self.info.is_main:
+            return
+        self.lock = RunLock(self.out).acquire()
+        stale = self.lock.taken_over
+        if stale is not None:
+            self.report(f"{self.lock.path}: took over the lock of a training that no longer runs ({stale.describe()})")
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def setup(self) -> None:
+        self.take_lock()
         self.checkpoint = self._check_out()
         if self.checkpoint is not None:
             self.recipe, taken = resumed_recipe(self.recipe, self.checkpoint["recipe"], str(self.out / LAST))
@@ -311,6 +328,7 @@ class Trainer:
         self._run_start = time.perf_counter()
         rng_ranks = dist.all_gather_object(rng_state(), self.info)
         if self.info.is_main:
+            self.lock.check()
             self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
         dist.barrier(self.info)
         rates = meter.epoch_rates(train_time)
@@ -355,6 +373,7 @@ class Trainer:
                 stopped = "patience"
         average = None
         if self.info.is_main and t.average_last > 0 and epoch_checkpoints(self.out):
+            self.lock.check()
             average = average_checkpoints(self.out, t.average_last)
             self.report(
                 f"averaged the last {min(t.average_last, len(epoch_checkpoints(self.out)))} epoch "
@@ -380,6 +399,7 @@ def train(
     try:
         return trainer.run()
     finally:
+        trainer.release_lock()
         dist.shutdown(trainer.info)
 
 
