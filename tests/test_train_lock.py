@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,18 +45,42 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@contextlib.contextmanager
+def held_by_child(run: Path) -> Iterator[subprocess.Popen]:
+    """A child process holding RUN/.lock until it is killed with SIGKILL (its lock stays behind, stale)."""
+    code = f"from ikd.train.lock import RunLock\nRunLock({str(run)!r}).acquire()\nprint('held', flush=True)\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code + "import time\ntime.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+
+
 def test_a_second_lock_is_refused_naming_the_folder_and_holder(tmp_path):
     run = tmp_path / "run"
-    with RunLock(run) as first:
-        assert json.loads((run / LOCK).read_text())["pid"] == os.getpid()
+    with held_by_child(run) as child:
+        assert json.loads((run / LOCK).read_text())["pid"] == child.pid
         with pytest.raises(IkdError) as err:
             RunLock(run).acquire()
         message = str(err.value)
-        assert message.startswith(f"{run}: another training is running")
-        assert f"host {socket.gethostname()}, PID {os.getpid()}" in message and "\n" not in message
-        first.check()  # still ours
+        assert message.startswith(f"{run}: another ikd process is working in this run folder")
+        assert f"host {socket.gethostname()}, PID {child.pid}" in message and "\n" not in message
+    with RunLock(run) as lock:  # the child was killed: its lock is stale
+        assert lock.taken_over.pid == child.pid
+        lock.check()
     assert not (run / LOCK).exists()
-    assert not run.exists()  # the lock made the folder, and nothing else was written in it
+
+
+def test_the_folder_a_lock_made_is_removed_with_it_when_nothing_was_written(tmp_path):
+    with RunLock(tmp_path / "run"):
+        assert (tmp_path / "run" / LOCK).is_file()
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("how", ["dead PID", "PID reused", "rebooted"])
@@ -82,10 +108,35 @@ def test_a_lock_of_another_host_is_refused_with_how_to_free_it(tmp_path):
     _write_lock(run, host="gpu-node-17", pid=4242)
     with pytest.raises(IkdError, match=r"host gpu-node-17, PID 4242.*remove .*\.lock") as err:
         RunLock(run).acquire()
-    assert str(err.value).startswith(f"{run}: another training holds this run folder")
+    assert str(err.value).startswith(f"{run}: this run folder is held by an ikd process of another host")
     (run / LOCK).write_text("not json")
     with pytest.raises(IkdError, match=r"\.lock: not a lock that ikd wrote"):
         RunLock(run).acquire()
+
+
+def test_a_lock_this_process_holds_is_held_again_until_the_last_release(tmp_path):
+    """`ikd experiment` holds a run's lock and trains in the run folder, which takes the lock again."""
+    outer = RunLock(tmp_path / "run").acquire()
+    inner = RunLock(tmp_path / "run").acquire()
+    inner.release()
+    outer.check()
+    assert (outer.path).exists()
+    outer.release()
+    assert not (outer.path).exists()
+
+
+def test_an_empty_lock_file_of_an_older_version_is_taken_over_unless_flocked(tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / LOCK, "a") as f:  # how 0.2.0's `ikd experiment` held a run
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(IkdError, match="another ikd process is working in this run folder"):
+            RunLock(run).acquire()
+    with RunLock(run) as lock:  # the file stays, nobody holds it
+        assert lock.taken_over is not None
+        assert json.loads((run / LOCK).read_text())["pid"] == os.getpid()
 
 
 def test_a_lock_removed_or_taken_meanwhile_stops_the_holder(tmp_path):
@@ -109,28 +160,18 @@ def recipe_file(toy_data, tmp_path) -> Path:
 
 def test_train_refuses_a_folder_another_training_holds_then_resumes_once_it_died(recipe_file, tmp_path, capsys):
     run = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import sys, time\nfrom ikd.train.lock import RunLock\nRunLock({str(run)!r}).acquire()\n"
-         "print('held', flush=True)\ntime.sleep(120)\n"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_child(run) as holder:
         for resume in ([], ["--resume"]):
             code = main(["train", str(recipe_file), "--out", str(run), "--device", "cpu", "-q", *resume])
             assert code == 1
             line = one_line_error(capsys.readouterr().err)
-            assert f"{run}: another training is running in this run folder" in line
+            assert f"{run}: another ikd process is working in this run folder" in line
             assert f"PID {holder.pid}" in line and f"host {socket.gethostname()}" in line
-    finally:
-        holder.send_signal(signal.SIGKILL)  # its lock stays behind
-        holder.wait()
     assert (run / LOCK).exists()
     with one_thread():
         assert main(["train", str(recipe_file), "--out", str(run), "--device", "cpu", "--resume"]) == 0
     err = capsys.readouterr().err
-    assert f"took over the lock of a training that no longer runs (host {socket.gethostname()}, PID {holder.pid}" in err
+    assert f"took over the lock of a process that no longer runs (host {socket.gethostname()}, PID {holder.pid}" in err
     assert load_checkpoint(run / "checkpoint_last.pt")["updates"] == 2
     assert not (run / LOCK).exists()  # released at the end
 

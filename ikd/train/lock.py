@@ -27,6 +27,8 @@ from pathlib import Path
 from ikd.errors import IkdError
 
 LOCK = ".lock"
+# Locks this process holds, by path, with how many holders: `ikd experiment` holds a run's lock and trains in it
+_HELD: dict[Path, tuple[Holder, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Holder:
     process_start: int = -1  # the process's start in clock ticks since boot (/proc/PID/stat), -1 unknown
 
     def describe(self) -> str:
+        if self.pid < 0:
+            return "an empty lock file, as older versions left"
         return f"host {self.host}, PID {self.pid}, since {self.started}"
 
 
@@ -96,14 +100,19 @@ def _alive(holder: Holder) -> bool:
     return holder.process_start < 0 or ticks == holder.process_start
 
 
+_UNHELD = Holder(host="", pid=-1, started="")  # an empty lock file (older versions held it with flock)
+
+
 def read_holder(path: Path) -> Holder | None:
-    """The holder recorded in a lock file; None if the file is gone."""
+    """The holder recorded in a lock file; None if the file is gone, _UNHELD if it is empty."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except OSError as e:
         raise IkdError(f"{path}: the run folder's lock cannot be read ({e.strerror or e})") from None
+    if not text.strip():
+        return _UNHELD
     try:
         raw = json.loads(text)
         return Holder(**{k: raw[k] for k in ("host", "pid", "started")}, boot_id=raw.get("boot_id", ""),
@@ -123,29 +132,43 @@ class RunLock:
         self.holder: Holder | None = None
         self.taken_over: Holder | None = None  # the stale holder this lock replaced
         self._created_folder = False
+        self._key: Path | None = None
 
     def acquire(self) -> RunLock:
-        """Take the lock, or raise IkdError naming the folder and the holder; a stale lock is taken over."""
+        """Take the lock, or raise IkdError naming the folder and the holder; a stale lock is taken over. A lock
+        this process already holds is held once more (and released by the last holder)."""
         if not self.folder.exists():
             self.folder.mkdir(parents=True)
             self._created_folder = True
+        self._key = self.path.resolve()
+        if self._key in _HELD:
+            holder, count = _HELD[self._key]
+            _HELD[self._key] = (holder, count + 1)
+            self.holder = holder
+            return self
         me = this_process()
         text = json.dumps(asdict(me), indent=1) + "\n"
         for _ in range(10):  # each turn either takes the lock, refuses, or removes one stale lock
             if self._create(text):
                 self.holder = me
+                _HELD[self._key] = (me, 1)
                 return self
             holder = read_holder(self.path)
             if holder is None:
                 continue  # released meanwhile
+            if holder is _UNHELD:  # an empty file no process locks: an older version's lock, or a crash
+                if self._remove_stale(holder):
+                    self.taken_over = holder
+                    continue
+                raise IkdError(f"{self.folder}: another ikd process is working in this run folder (an older version)")
             if holder.host != me.host:
                 raise IkdError(
-                    f"{self.folder}: another training holds this run folder ({holder.describe()}); if it no longer "
-                    f"runs (a crashed node), remove {self.path}"
+                    f"{self.folder}: this run folder is held by an ikd process of another host ({holder.describe()}); "
+                    f"if it no longer runs (a crashed node), remove {self.path}"
                 )
             if _alive(holder):
                 raise IkdError(
-                    f"{self.folder}: another training is running in this run folder ({holder.describe()}); "
+                    f"{self.folder}: another ikd process is working in this run folder ({holder.describe()}); "
                     "wait for it to end or give another --out"
                 )
             if self._remove_stale(holder):
@@ -187,10 +210,15 @@ class RunLock:
         except FileNotFoundError:
             return False
         with f:
-            with contextlib.suppress(OSError):
+            try:
                 import fcntl
 
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+                # an empty file: taken over only if no process holds it (0.2.0's experiment lock is an flock)
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (fcntl.LOCK_NB if holder is _UNHELD else 0))
+            except BlockingIOError:
+                return False
+            except (OSError, ImportError):
+                pass  # no flock here: same-host takers are then not serialised
             try:
                 same = os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino
             except FileNotFoundError:
@@ -207,17 +235,21 @@ class RunLock:
             return
         now = read_holder(self.path)
         if now != self.holder:
-            whom = f"now held by {now.describe()}" if now is not None else "removed"
+            whom = "removed" if now is None else "emptied" if now is _UNHELD else f"now held by {now.describe()}"
             raise IkdError(f"{self.path}: the run folder's lock was {whom}; this training stops without writing")
 
     def release(self) -> None:
         """Remove the lock if it is still ours (and the run folder, if this lock created it and it is empty)."""
         if self.holder is None:
             return
-        with contextlib.suppress(OSError, IkdError):
-            if read_holder(self.path) == self.holder:
-                self.path.unlink()
         self.holder = None
+        holder, count = _HELD.pop(self._key, (None, 0))
+        if count > 1:
+            _HELD[self._key] = (holder, count - 1)
+            return
+        with contextlib.suppress(OSError, IkdError):
+            if read_holder(self.path) == holder:
+                self.path.unlink()
         if self._created_folder:
             with contextlib.suppress(OSError):
                 self.folder.rmdir()  # only when nothing was written in it

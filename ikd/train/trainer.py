@@ -16,7 +16,7 @@ from torch import nn
 from ikd.checkpoint import FORMAT_1, load_checkpoint
 from ikd.device import resolve_device
 from ikd.errors import IkdError
-from ikd.fileio import atomic_write_text
+from ikd.fileio import atomic_write_text, os_error_message
 from ikd.recipe import Recipe, dump_recipe
 from ikd.train import distributed as dist
 from ikd.train.checkpoints import AVERAGE, BEST, LAST, CheckpointManager, average_checkpoints, epoch_checkpoints
@@ -92,6 +92,7 @@ class Trainer:
         self.device = training_device(device, self.info)
         self._report = report or (lambda msg: print(msg, flush=True))
         self.lock: RunLock | None = None
+        self.saved_epoch = 0  # the epoch of OUT/checkpoint_last.pt (0: none yet)
 
     def report(self, msg: str) -> None:
         if self.info.is_main:
@@ -117,7 +118,7 @@ class Trainer:
         self.lock = RunLock(self.out).acquire()
         stale = self.lock.taken_over
         if stale is not None:
-            self.report(f"{self.lock.path}: took over the lock of a training that no longer runs ({stale.describe()})")
+            self.report(f"{self.lock.path}: took over the lock of a process that no longer runs ({stale.describe()})")
 
     def release_lock(self) -> None:
         if self.lock is not None:
@@ -186,7 +187,7 @@ class Trainer:
             self.stepper.load_state_dict(state, format_1_names(names) if ckpt["read_format"] == FORMAT_1 else None)
         except ValueError as e:
             raise IkdError(f"{self.out / LAST}: {e}") from None
-        self.epoch = int(ckpt["epoch"])
+        self.epoch = self.saved_epoch = int(ckpt["epoch"])
         metric = self.recipe.train.best_metric
         if state.get("best_metric", "loss") == metric:
             self.best = float(state["best"] if "best" in state else state["best_loss"])
@@ -230,6 +231,12 @@ class Trainer:
                 "elapsed": self.elapsed,
             },
         }
+
+    def _kept(self) -> str:
+        """What a failed write leaves, and how to go on."""
+        if not self.saved_epoch:
+            return "no checkpoint of this run was written yet"
+        return f"{self.out / LAST} (epoch {self.saved_epoch}) is kept: make room and continue with ikd train --resume"
 
     # ---- validation --------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -329,7 +336,11 @@ class Trainer:
         rng_ranks = dist.all_gather_object(rng_state(), self.info)
         if self.info.is_main:
             self.lock.check()
-            self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
+            try:
+                self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
+            except OSError as e:  # a full disk, a quota: the earlier checkpoints are whole (atomic writes)
+                raise IkdError(f"{os_error_message(e)}; {self._kept()}") from None
+            self.saved_epoch = epoch
         dist.barrier(self.info)
         rates = meter.epoch_rates(train_time)
         self.log.write(
@@ -374,7 +385,10 @@ class Trainer:
         average = None
         if self.info.is_main and t.average_last > 0 and epoch_checkpoints(self.out):
             self.lock.check()
-            average = average_checkpoints(self.out, t.average_last)
+            try:
+                average = average_checkpoints(self.out, t.average_last)
+            except OSError as e:
+                raise IkdError(f"{os_error_message(e)}; {self._kept()}") from None
             self.report(
                 f"averaged the last {min(t.average_last, len(epoch_checkpoints(self.out)))} epoch "
                 f"checkpoints into {average}"
