@@ -5,7 +5,6 @@ use inside their functions."""
 
 from __future__ import annotations
 
-import errno
 import sys
 
 import typer
@@ -26,6 +25,7 @@ from ikd.commands import (
     translate,
 )
 from ikd.errors import IkdError
+from ikd.fileio import os_error_message
 
 
 def _hide_flag_types() -> None:
@@ -110,16 +110,6 @@ def _error(message: str) -> None:
 
     # the message as plain text: it may hold brackets ([U], [N, C, H, W]) that markup would eat
     Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
-
-
-def os_error_message(e: OSError) -> str:
-    """`PATH: reason` for an OSError, with a plain reason ("no space left on device", not "[Errno 28] ...")."""
-    reason = (e.strerror or str(e) or type(e).__name__).rstrip(".")
-    reason = reason[:1].lower() + reason[1:]
-    if e.errno == errno.ENOSPC:
-        reason = "no space left on device"
-    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
-    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def main(argv: list[str] | None = None) -> int:

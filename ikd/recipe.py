@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from ikd.errors import IkdError
+from ikd.ranges import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PROBABILITY, SEEDS, Range
 
 
 @dataclass
@@ -129,6 +131,118 @@ def complete_saved_recipe(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The range of every numeric key (adam_betas: of each of its two values). Cross-key rules are in _check_together.
+RANGES: dict[str, Range] = {
+    "data.max_len": Range(2),  # EOS and one token
+    "data.num_workers": NOT_NEGATIVE,
+    "model.d_model": Range(4),  # and even: sinusoidal positions pair sines with cosines
+    "model.heads": AT_LEAST_1,  # and dividing model.d_model
+    "model.ffn": AT_LEAST_1,
+    "model.encoder_layers": AT_LEAST_1,
+    "model.decoder_layers": AT_LEAST_1,
+    "model.dropout": PROBABILITY,
+    "model.attention_dropout": PROBABILITY,
+    "model.activation_dropout": PROBABILITY,
+    "model.max_positions": Range(2),  # and at least data.max_len
+    "vision.image_size": Range(32),  # alexnet: 63 (smaller maps shrink to nothing)
+    "kd.lambda_irm": NOT_NEGATIVE,
+    "kd.lambda_iam": NOT_NEGATIVE,
+    "train.seed": SEEDS,
+    "train.max_tokens": AT_LEAST_1,
+    "train.batch_multiple": AT_LEAST_1,
+    "train.lr": POSITIVE,
+    "train.warmup_updates": NOT_NEGATIVE,
+    "train.warmup_init_lr": NOT_NEGATIVE,  # and at most train.lr
+    "train.adam_betas": PROBABILITY,
+    "train.adam_eps": POSITIVE,
+    "train.weight_decay": NOT_NEGATIVE,
+    "train.label_smoothing": PROBABILITY,
+    "train.clip_norm": NOT_NEGATIVE,
+    "train.max_epochs": AT_LEAST_1,
+    "train.max_updates": AT_LEAST_1,
+    "train.patience": NOT_NEGATIVE,
+    "train.keep_last": AT_LEAST_1,
+    "train.average_last": NOT_NEGATIVE,
+    "train.log_every": AT_LEAST_1,
+    "train.valid_beam": AT_LEAST_1,
+    "train.valid_max_sentences": NOT_NEGATIVE,
+}
+# Keys whose strings must not be empty (a folder, a language, a split, a file or weights name).
+NON_EMPTY = ("data.dir", "data.src", "data.tgt", "data.train_split", "data.valid_split", "vision.teacher_weights",
+             "train.out")  # fmt: skip
+MIN_IMAGE_SIZE = {"alexnet": 63}  # the others: RANGES["vision.image_size"].low
+
+
+# What the rules between keys add to a key's range, as docs/recipes.md states it.
+RULES: dict[str, str] = {
+    "model.d_model": "even, a multiple of model.heads",
+    "model.heads": "dividing model.d_model",
+    "model.max_positions": "at least data.max_len",
+    "data.max_len": "at most model.max_positions",
+    "vision.image_size": "alexnet: at least 63",
+    "train.warmup_init_lr": "at most train.lr",
+}
+
+
+def accepted(dotted: str) -> str:
+    """What key `section.key` accepts, in the words of docs/recipes.md's table (a test keeps them equal)."""
+    section, key = dotted.split(".")
+    annotation = typing.get_type_hints(_sections()[section])[key]
+    if typing.get_origin(annotation) is Literal:
+        return ", ".join(map(str, typing.get_args(annotation)))
+    if annotation is bool:
+        return "true, false"
+    if annotation is str:
+        return "not empty" if dotted in NON_EMPTY else "any text"
+    text = RANGES[dotted].text()
+    if typing.get_origin(annotation) is tuple:
+        text = f"{len(typing.get_args(annotation))} numbers, each {text}"
+    return f"{text}; {RULES[dotted]}" if dotted in RULES else text
+
+
+def check_range(value: Any, dotted: str, where: str) -> None:
+    """IkdError naming `where` unless `value` (a number, or each number of a tuple) lies in RANGES[dotted]."""
+    allowed = RANGES.get(dotted)
+    if allowed is not None:
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in allowed:
+                shown = f"{list(value)!r}" if isinstance(value, tuple) else repr(value)
+                raise IkdError(f"{where}: {shown} is out of range (must be {allowed.text()})")
+    if dotted in NON_EMPTY and not str(value).strip():
+        raise IkdError(f"{where}: must not be empty")
+
+
+def _check_together(recipe: Recipe, source: str, overridden: set[str]) -> None:
+    """The rules between keys: `FILE: model.heads=3 does not divide model.d_model=128`, or `--set model.heads=3 ...`
+    when one of the keys came from --set."""
+    m, d, t, v = recipe.model, recipe.data, recipe.train, recipe.vision
+
+    def fail(keys: tuple[str, ...], message: str) -> None:
+        raise IkdError(f"{'--set ' if any(k in overridden for k in keys) else source + ': '}{message}")
+
+    if m.d_model % 2:
+        fail(("model.d_model",), f"model.d_model={m.d_model} must be even (sinusoidal positions)")
+    if m.d_model % m.heads:
+        fail(("model.heads", "model.d_model"), f"model.heads={m.heads} does not divide model.d_model={m.d_model}")
+    if d.max_len > m.max_positions:
+        fail(
+            ("data.max_len", "model.max_positions"),
+            f"data.max_len={d.max_len} is more than model.max_positions={m.max_positions} (the positions a sentence "
+            "can use)",
+        )
+    if t.warmup_init_lr > t.lr:
+        fail(
+            ("train.warmup_init_lr", "train.lr"),
+            f"train.warmup_init_lr={t.warmup_init_lr:g} is more than train.lr={t.lr:g} (the warm-up rises to train.lr)",
+        )
+    low = MIN_IMAGE_SIZE.get(v.backbone)
+    if low is not None and v.image_size < low:
+        fail(
+            ("vision.image_size", "vision.backbone"),
+            f"vision.image_size={v.image_size} is too small for vision.backbone={v.backbone} (at least {low})",
+        )
+
+
 def _check_value(value: Any, annotation: Any, where: str) -> Any:
     """Return `value` converted to `annotation`, or raise IkdError naming `where`."""
     origin = typing.get_origin(annotation)
@@ -163,6 +277,8 @@ def check_scalar(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise IkdError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise IkdError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -171,10 +287,13 @@ def check_scalar(value: Any, annotation: Any, where: str) -> Any:
     raise TypeError(f"unsupported annotation {annotation}")
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: set[str] | None = None) -> Recipe:
+def recipe_from_dict(
+    raw: dict[str, Any], source: str = "recipe", overridden: set[str] | None = None, check_ranges: bool = True
+) -> Recipe:
     """Validate a nested dict against the Recipe sections. Unknown keys and wrong types are errors
-    naming the key and `source` (the file), or `--set` for the `section.key`s in `overridden`. The keys
-    present in `raw` are the recipe's `given_keys`."""
+    naming the key and `source` (the file), or `--set` for the `section.key`s in `overridden`; so are values
+    out of their range (RANGES, NON_EMPTY and the rules between keys) unless `check_ranges` is False (a
+    checkpoint's recipe, which trained as it is). The keys present in `raw` are the recipe's `given_keys`."""
     overridden = overridden or set()
     if not isinstance(raw, dict):
         raise IkdError(f"{source}: a recipe is a mapping of sections ({', '.join(_sections())})")
@@ -190,14 +309,19 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overridden: se
             if key not in hints:
                 known = ", ".join(hints)
                 raise IkdError(f"{source}: unknown key '{name}.{key}' (known keys of '{name}': {known})")
-            origin = f"--set {name}.{key}" if f"{name}.{key}" in overridden else f"{source}: {name}.{key}"
-            kwargs[key] = _check_value(value, hints[key], origin)
+            where = f"--set {name}.{key}" if f"{name}.{key}" in overridden else f"{source}: {name}.{key}"
+            kwargs[key] = _check_value(value, hints[key], where)
+            if check_ranges:
+                check_range(kwargs[key], f"{name}.{key}", where)
         sections[name] = cls(**kwargs)
         given.update(f"{name}.{key}" for key in kwargs)
     for name in raw:
         if name not in sections:
             raise IkdError(f"{source}: unknown section '{name}' (known: {', '.join(_sections())})")
-    return Recipe(**sections, given_keys=frozenset(given))
+    recipe = Recipe(**sections, given_keys=frozenset(given))
+    if check_ranges:
+        _check_together(recipe, source, overridden)
+    return recipe
 
 
 def _sections() -> dict[str, type]:

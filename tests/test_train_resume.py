@@ -106,6 +106,7 @@ def test_a_0_1_0_run_resumes_as_it_was_trained(toy_data: Path, tmp_path: Path) -
         assert torch.equal(optimizer.state[param]["exp_avg"], saved[name]["exp_avg"]), name
         assert torch.equal(optimizer.state[param]["exp_avg_sq"], saved[name]["exp_avg_sq"]), name
     assert trainer.best == first["train_state"]["best"]
+    trainer.release_lock()
     del trainer
 
     _train(a, toy_data, *SHORT, *as_0_1_0, "train.max_updates=6", resume=True)

@@ -29,18 +29,12 @@ def is_std(value: Path | str | None) -> bool:
     return value is not None and str(value) == STD
 
 
-def _blocking_file(path: Path) -> Path | None:
-    """The first ancestor of `path` that exists but is not a folder (then nothing can be written below it)."""
-    for parent in reversed(path.parents):
-        if parent.exists() and not parent.is_dir():
-            return parent
-    return None
-
-
 def _check_writable_below(path: Path, folder: bool = False) -> None:
     """`path` (a file, or with `folder` a folder) can be created: no regular file above it, and the deepest
     existing folder on its way is writable."""
-    blocker = _blocking_file(path)
+    from ikd.fileio import blocking_file
+
+    blocker = blocking_file(path)
     if blocker is not None:
         raise IkdError(f"{path}: {blocker} is a file, not a folder")
     candidates = [path, *path.parents] if folder else list(path.parents)
@@ -179,13 +173,18 @@ def read_text_lines(path: Path | str, allow_empty: bool = True) -> list[str]:
 def write_stdout(text: str) -> None:
     """UTF-8 text to stdout, flushed (a reader at the other end of a pipe sees it at once)."""
     buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is not None:
-        sys.stdout.flush()
-        buffer.write(text.encode("utf-8"))
-        buffer.flush()
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    try:
+        if buffer is not None:
+            sys.stdout.flush()
+            buffer.write(text.encode("utf-8"))
+            buffer.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except OSError as e:  # stdout redirected to a file on a full disk
+        if e.filename is not None or isinstance(e, BrokenPipeError):
+            raise
+        raise OSError(e.errno, e.strerror or str(e), "<stdout>") from None
 
 
 def write_text(path: Path | str, text: str) -> None:

@@ -92,12 +92,13 @@ def register(app: typer.Typer) -> None:
         from ikd.console import is_quiet, make_console
         from ikd.evaluation.checkpoints import evaluate_checkpoints
         from ikd.evaluation.runs import MeteorOptions, Scoring, parse_metrics, render
+        from ikd.ranges import check_options
 
         chosen = parse_metrics(metrics)
-        if bootstrap_samples < 1:
-            raise IkdError("--bootstrap-samples must be at least 1")
-        if seed < 0:
-            raise IkdError(f"--seed {seed}: the bootstrap seed must be 0 or more")
+        check_options(bootstrap_samples=bootstrap_samples, seed=seed)
+        if checkpoint:  # the search options matter only when translating
+            check_options(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b, batch_size=batch_size,
+                          threads=threads)  # fmt: skip
         jar = str(meteor_jar) if meteor_jar else None
         std_inputs = [p for p in [*(hyp or []), ref, *(baseline or [])] if is_std(p)]
         if len(std_inputs) > 1:

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import typer
 
-from ikd.commands import input_file
+from ikd.commands import input_file, output_dir
 
 
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ikd train`."),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder to write (created; an earlier export is replaced)."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Folder to write (created; an earlier export is replaced).", callback=output_dir
+        ),
         format: str = typer.Option(
             "ikd",
             "--format",

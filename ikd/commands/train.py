@@ -86,6 +86,9 @@ def register(app: typer.Typer) -> None:
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:  # the parser keeps --set values and positional ones apart, so "the last one wins" is unclear
             raise IkdError(f"--set {', '.join(twice)}: given more than once; give each key once")
+        for option, value in (("--average-last", average_last), ("--upper-bound", upper_bound)):
+            if value is not None and value < 1:
+                raise IkdError(f"{option} {value}: must be at least 1")
         if average_only is not None:
             from ikd.train.checkpoints import average_checkpoints
 

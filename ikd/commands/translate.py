@@ -88,8 +88,10 @@ def register(app: typer.Typer) -> None:
             raise IkdError("--tokenized and --bpe exclude each other")
         if amp is not None and amp not in ("auto", "bf16", "fp16", "off"):
             raise IkdError(f"--amp {amp!r}: expected auto, bf16, fp16 or off")
-        if buffer_lines < 1:
-            raise IkdError("--buffer-lines must be at least 1")
+        from ikd.ranges import check_options
+
+        check_options(beam=beam, nbest=nbest, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b)
+        check_options(batch_size=batch_size, max_tokens=max_tokens, buffer_lines=buffer_lines, threads=threads)
         translator = Translator.from_checkpoint(
             checkpoint,
             device,

@@ -14,6 +14,7 @@ import yaml
 
 from ikd.errors import IkdError
 from ikd.experiment.schema import from_mapping
+from ikd.ranges import SEEDS, check_options
 from ikd.recipe import Recipe, apply_overrides, recipe_from_dict
 
 METRICS = ("bleu", "meteor", "chrf", "retrieval", "r@1", "r@5", "r@10", "r@15")
@@ -203,10 +204,14 @@ def _resolve_system(path: Path, name: str, spec: SystemSpec, evaluate: EvaluateS
             raise IkdError(f"{where}.degrade.words: goes with kind: color")
         if Path(d.source).resolve() == Path(spec.data).resolve():  # type: ignore[arg-type]
             raise IkdError(f"{where}.degrade.source: must differ from data: {spec.data} (degrading never overwrites)")
+    if spec.degrade is not None and spec.degrade.merges < 1:
+        raise IkdError(f"{where}.degrade.merges {spec.degrade.merges}: must be at least 1")
     if spec.average is not None:
         a = spec.average
         if a.last < 1:
-            raise IkdError(f"{where}.average.last: must be at least 1")
+            raise IkdError(f"{where}.average.last {a.last}: must be at least 1")
+        if a.upper_bound is not None and a.upper_bound < 1:
+            raise IkdError(f"{where}.average.upper_bound {a.upper_bound}: must be at least 1 (an epoch)")
         if a.upper_bound is not None and recipe.train.keep_last < a.last:
             raise IkdError(
                 f"{where}.average: averaging {a.last} epochs up to {a.upper_bound} needs them kept; "
@@ -234,8 +239,8 @@ def load_experiment(path: str | os.PathLike, out: str | os.PathLike | None = Non
     for seed in spec.seeds:
         if spec.seeds.count(seed) > 1:
             raise IkdError(f"{path}: seeds: {seed} is listed twice")
-        if seed <= 0:
-            raise IkdError(f"{path}: seeds: {seed} must be positive")
+        if not 1 <= seed <= SEEDS.high:
+            raise IkdError(f"{path}: seeds: {seed} must be from 1 to {SEEDS.high} (train.seed)")
     if not spec.systems:
         raise IkdError(f"{path}: systems: give at least one system")
     folders: dict[str, str] = {}
@@ -259,10 +264,9 @@ def load_experiment(path: str | os.PathLike, out: str | os.PathLike | None = Non
     for m in ev.metrics:
         if m not in METRICS:
             raise IkdError(f"{where}.metrics: {m!r} is not one of {', '.join(METRICS)}")
-    if ev.beam < 1 or ev.batch_size < 1 or ev.bootstrap_samples < 1:
-        raise IkdError(f"{where}: beam, batch_size and bootstrap_samples must be at least 1")
-    if ev.bootstrap_seed < 0:
-        raise IkdError(f"{where}.bootstrap_seed: {ev.bootstrap_seed}: the bootstrap seed must be 0 or more")
+    check_options(f"{where}.", beam=ev.beam, lenpen=ev.lenpen, max_len_a=ev.max_len_a, max_len_b=ev.max_len_b)
+    check_options(f"{where}.", batch_size=ev.batch_size, bootstrap_samples=ev.bootstrap_samples,
+                  bootstrap_seed=ev.bootstrap_seed)  # fmt: skip
     for split in spec.table.splits:
         if split not in ev.splits and not (split == "avg" and ev.average):
             raise IkdError(f"{path}: table.splits: {split!r} is not in evaluate.splits (nor avg with evaluate.average)")

@@ -203,26 +203,20 @@ def execute_run(
     run_dir = exp.run_dir(system_name, seed)
     wanted = identity(exp, system_name, seed)
     check_identity(run_dir, wanted)
-    with run_lock(run_dir):
+    with run_lock(run_dir, report):
         _execute(exp, system, seed, run_dir, wanted, report, device, progress)
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold RUN/.lock while working on a run: a second process (another `run`, a Slurm job resubmitted too
-    early) is refused instead of writing the same files. The lock dies with its process, kill -9 included."""
-    import fcntl
+def run_lock(run_dir: Path, report: Report | None = None) -> Iterator[None]:
+    """Hold RUN/.lock (ikd.train.lock) while working on a run: a second process (another `run`, a Slurm job
+    resubmitted too early) is refused instead of writing the same files; the training inside holds it too."""
+    from ikd.train.lock import RunLock
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise IkdError(f"{run_dir}: another process is working on this run") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with RunLock(run_dir) as lock:
+        if lock.taken_over is not None and report is not None:
+            report(f"{lock.path}: took over the lock of a process that no longer runs ({lock.taken_over.describe()})")
+        yield
 
 
 def _execute(exp, system: System, seed: int, run_dir: Path, wanted, report: Report, device, progress) -> None:
@@ -238,7 +232,8 @@ def _execute(exp, system: System, seed: int, run_dir: Path, wanted, report: Repo
         if isinstance(e, IkdError | RuntimeError | ValueError | OSError):
             from ikd.fileio import atomic_write_text
 
-            atomic_write_text(run_dir / FAILED, f"{type(e).__name__}: {e}\n")
+            with contextlib.suppress(OSError):  # a full disk: the error itself is what matters
+                atomic_write_text(run_dir / FAILED, f"{type(e).__name__}: {e}\n")
         raise
     (run_dir / FAILED).unlink(missing_ok=True)
 

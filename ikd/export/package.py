@@ -23,7 +23,7 @@ import torch
 
 from ikd.checkpoint import DISTILLER_PREFIXES
 from ikd.errors import IkdError
-from ikd.fileio import atomic_path, atomic_write_lines, atomic_write_text, read_lines
+from ikd.fileio import atomic_path, atomic_write_lines, atomic_write_text, read_lines, stopped_write
 
 PACKAGE_FORMAT = "ikd-package-1"
 CONFIG = "config.json"
@@ -157,12 +157,30 @@ def publish(build, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        build(tmp)
+        try:
+            build(tmp)
+        except OSError as e:  # named as the export's file, not the temporary folder's
+            raise OSError(e.errno, e.strerror or str(e), _renamed(e.filename, tmp, out)) from None
+        except Exception as e:
+            failed = stopped_write(e, out)
+            if failed is None:
+                raise
+            raise failed from None
         os.chmod(tmp, 0o777 & ~_umask())
         _move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _renamed(filename, tmp: Path, out: Path) -> str | None:
+    """A path inside the temporary folder as the same path inside `out`; None (the whole export) stays `out`."""
+    if filename is None:
+        return str(out)
+    try:
+        return str(out / Path(filename).relative_to(tmp))
+    except ValueError:
+        return str(filename)
 
 
 def _move_into_place(new: Path, out: Path) -> None:

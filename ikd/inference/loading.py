@@ -112,7 +112,7 @@ def load_for_inference(
     for key in ("model", "recipe", "vocab", "src", "tgt"):
         if key not in payload:
             raise IkdError(f"{path}: checkpoint has no '{key}' entry")
-    recipe = recipe_from_dict(payload["recipe"], source=f"{path} (recipe)")
+    recipe = recipe_from_dict(payload["recipe"], source=f"{path} (recipe)", check_ranges=False)
     vocab = Vocabulary(list(payload["vocab"]))
     if expected_vocab is not None and expected_vocab.fingerprint() != vocab.fingerprint():
         raise IkdError(

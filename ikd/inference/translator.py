@@ -23,6 +23,7 @@ from ikd.errors import IkdError
 from ikd.inference.loading import Loaded
 from ikd.inference.search import Hypothesis, beam_search, capped_beam, greedy_search
 from ikd.inference.source import SourceEncoder
+from ikd.ranges import check_options
 
 
 @dataclass
@@ -34,12 +35,10 @@ class SearchOptions:
     nbest: int = 1
 
     def check(self) -> None:
-        if self.beam < 1:
-            raise IkdError(f"--beam {self.beam}: must be at least 1")
-        if not 1 <= self.nbest <= self.beam:
-            raise IkdError(f"--nbest {self.nbest}: must be between 1 and the beam size ({self.beam})")
-        if self.max_len_a < 0 or self.max_len_b < 0:
-            raise IkdError("--max-len-a and --max-len-b must not be negative")
+        """IkdError naming the first option out of its range (ikd.ranges.OPTION_RANGES)."""
+        check_options(
+            beam=self.beam, nbest=self.nbest, lenpen=self.lenpen, max_len_a=self.max_len_a, max_len_b=self.max_len_b
+        )
 
 
 @dataclass
@@ -72,8 +71,7 @@ class Translator:
         max_tokens: int = 0,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        if batch_size < 1 or max_tokens < 0:
-            raise IkdError("--batch-size must be at least 1 and --max-tokens not negative")
+        check_options(batch_size=batch_size, max_tokens=max_tokens)
         self.loaded = loaded
         self.warn = warn or (lambda message: None)
         self.options = self._usable(options or SearchOptions())
@@ -116,6 +114,7 @@ class Translator:
             raise IkdError(f"amp {amp!r}: expected auto, bf16, fp16 or off")
         options = SearchOptions(beam, lenpen, max_len_a, max_len_b, nbest)
         options.check()
+        check_options(batch_size=batch_size, max_tokens=max_tokens)  # before the model is loaded
         expected = None
         if vocab is not None:
             from ikd.data.vocab import Vocabulary

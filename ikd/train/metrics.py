@@ -29,8 +29,13 @@ class MetricsLog:
         record = {"kind": kind, **{k: _clean(v) for k, v in fields.items()}}
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:  # a full disk says so without a file name
+                if e.filename is not None:
+                    raise
+                raise OSError(e.errno, e.strerror or str(e), str(self.path)) from None
         return record
 
 

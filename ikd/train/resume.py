@@ -30,7 +30,8 @@ def resumed_recipe(recipe: Recipe, saved: dict[str, Any], where: str) -> tuple[R
         for dotted in recipe.given_keys:
             section, key = dotted.split(".")
             merged.setdefault(section, {})[key] = mine[section][key]
-        resolved = recipe_from_dict(merged, f"{where} (recipe)")
+        # the user's keys were checked with their recipe; the run's trained as they are
+        resolved = recipe_from_dict(merged, f"{where} (recipe)", check_ranges=False)
         resolved.given_keys = recipe.given_keys
         ours = resolved.to_dict()
         taken = [

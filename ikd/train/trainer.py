@@ -16,11 +16,12 @@ from torch import nn
 from ikd.checkpoint import FORMAT_1, load_checkpoint
 from ikd.device import resolve_device
 from ikd.errors import IkdError
-from ikd.fileio import atomic_write_text
+from ikd.fileio import atomic_write_text, os_error_message
 from ikd.recipe import Recipe, dump_recipe
 from ikd.train import distributed as dist
 from ikd.train.checkpoints import AVERAGE, BEST, LAST, CheckpointManager, average_checkpoints, epoch_checkpoints
 from ikd.train.data import RunData, epoch_batches, load_run_data, make_loader
+from ikd.train.lock import RunLock
 from ikd.train.metrics import MetricsLog
 from ikd.train.objective import FIELDS, KD_FIELDS, build_training_model, kd_ce_ratio
 from ikd.train.optimizer_state import format_1_names
@@ -90,6 +91,8 @@ class Trainer:
         self.info = dist.init_distributed(kind)
         self.device = training_device(device, self.info)
         self._report = report or (lambda msg: print(msg, flush=True))
+        self.lock: RunLock | None = None
+        self.saved_epoch = 0  # the epoch of OUT/checkpoint_last.pt (0: none yet)
 
     def report(self, msg: str) -> None:
         if self.info.is_main:
@@ -108,7 +111,22 @@ class Trainer:
             raise IkdError(f"{self.out}: holds checkpoints of an earlier run; use --resume or another --out")
         return None
 
+    def take_lock(self) -> None:
+        """OUT/.lock (rank 0, which alone writes the folder): refuses a second training in the same folder."""
+        if not self.info.is_main:
+            return
+        self.lock = RunLock(self.out).acquire()
+        stale = self.lock.taken_over
+        if stale is not None:
+            self.report(f"{self.lock.path}: took over the lock of a process that no longer runs ({stale.describe()})")
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def setup(self) -> None:
+        self.take_lock()
         self.checkpoint = self._check_out()
         if self.checkpoint is not None:
             self.recipe, taken = resumed_recipe(self.recipe, self.checkpoint["recipe"], str(self.out / LAST))
@@ -169,7 +187,7 @@ class Trainer:
             self.stepper.load_state_dict(state, format_1_names(names) if ckpt["read_format"] == FORMAT_1 else None)
         except ValueError as e:
             raise IkdError(f"{self.out / LAST}: {e}") from None
-        self.epoch = int(ckpt["epoch"])
+        self.epoch = self.saved_epoch = int(ckpt["epoch"])
         metric = self.recipe.train.best_metric
         if state.get("best_metric", "loss") == metric:
             self.best = float(state["best"] if "best" in state else state["best_loss"])
@@ -213,6 +231,12 @@ class Trainer:
                 "elapsed": self.elapsed,
             },
         }
+
+    def _kept(self) -> str:
+        """What a failed write leaves, and how to go on."""
+        if not self.saved_epoch:
+            return "no checkpoint of this run was written yet"
+        return f"{self.out / LAST} (epoch {self.saved_epoch}) is kept: make room and continue with ikd train --resume"
 
     # ---- validation --------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -311,7 +335,12 @@ class Trainer:
         self._run_start = time.perf_counter()
         rng_ranks = dist.all_gather_object(rng_state(), self.info)
         if self.info.is_main:
-            self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
+            self.lock.check()
+            try:
+                self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
+            except OSError as e:  # a full disk, a quota: the earlier checkpoints are whole (atomic writes)
+                raise IkdError(f"{os_error_message(e)}; {self._kept()}") from None
+            self.saved_epoch = epoch
         dist.barrier(self.info)
         rates = meter.epoch_rates(train_time)
         self.log.write(
@@ -355,7 +384,11 @@ class Trainer:
                 stopped = "patience"
         average = None
         if self.info.is_main and t.average_last > 0 and epoch_checkpoints(self.out):
-            average = average_checkpoints(self.out, t.average_last)
+            self.lock.check()
+            try:
+                average = average_checkpoints(self.out, t.average_last)
+            except OSError as e:
+                raise IkdError(f"{os_error_message(e)}; {self._kept()}") from None
             self.report(
                 f"averaged the last {min(t.average_last, len(epoch_checkpoints(self.out)))} epoch "
                 f"checkpoints into {average}"
@@ -380,6 +413,7 @@ def train(
     try:
         return trainer.run()
     finally:
+        trainer.release_lock()
         dist.shutdown(trainer.info)
 
 
