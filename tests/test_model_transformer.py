@@ -226,3 +226,42 @@ def test_text_only_model_refuses_vision_calls() -> None:
     src, _ = batch()
     with pytest.raises(IkdError, match="text-only"):
         model.generate_m(src)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("onednn", [True, False])
+def test_one_token_steps_equal_full_decoding_with_and_without_onednn(norm: str, onednn: bool, monkeypatch) -> None:
+    from ikd.model import transformer
+
+    if onednn and not transformer.onednn_linear_available():
+        pytest.skip("torch has no oneDNN linear here")
+    monkeypatch.setattr(transformer, "onednn_linear_available", lambda: onednn)
+    model = build_model(tiny_recipe(norm), 40).eval()
+    src, tgt = batch()
+    with torch.no_grad():
+        enc = model.encode(src)
+        full = model.decode(tgt, enc)
+        state = model.new_decoder_state()
+        steps = torch.cat([model.decode(tgt[:, i : i + 1], enc, state) for i in range(tgt.size(1))], dim=1)
+    assert (state.output is not None) == onednn  # the packed output projection only with oneDNN
+    assert torch.allclose(steps, full, atol=1e-5)
+
+
+def test_prepacked_step_weights_follow_weight_updates() -> None:
+    model = build_model(tiny_recipe(), 40).eval()
+    src, tgt = batch()
+
+    def first_steps() -> torch.Tensor:
+        state = model.new_decoder_state()
+        return torch.cat([model.decode(tgt[:, i : i + 1], enc, state) for i in range(3)], dim=1)
+
+    with torch.no_grad():
+        enc = model.encode(src)
+        before = first_steps()
+        model.decoder.layers[0].ffn.fc2.weight.mul_(3.0)  # as an optimiser step would, in place
+        model.embed.embed.weight.add_(0.1)
+        enc = model.encode(src)
+        after = first_steps()
+        full = model.decode(tgt[:, :3], enc)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.allclose(after, full, atol=1e-5)

@@ -178,70 +178,94 @@ def beam_search(
 
     sent = torch.arange(n_sent, device=device)  # original index of each active sentence
     tokens = torch.full((n_sent * k, 1), eos, dtype=torch.long, device=device)
-    scores = torch.zeros(n_sent, k, device=device)
-    scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first one at step 0
-    scores = scores.view(-1)
+    scores = torch.zeros(n_sent * k, device=device)
     beam_ids = torch.arange(k, device=device)
+    row_base_all = torch.arange(n_sent, device=device)[:, None] * k  # first row of each active sentence: [:n_act]
+    never_first, never = torch.tensor([pad, bos, eos], device=device), torch.tensor([pad, bos], device=device)
+    first_capped = int(maxlen_cpu.min())
+    # On a CPU a host check costs nothing: steps skip the finalisation when no EOS is among a sentence's best k.
+    # Elsewhere every step runs it (one host sync per step).
+    check = device.type == "cpu"
 
     for step in range(horizon + 1):
         n_act = sent.numel()
         if step == 0:
-            # The beams of a sentence are identical before the first token: decode one row per sentence
-            # (its cross-attention keys/values are computed once), then expand the state to k rows each.
-            logits = model.decode(tokens[::k, -1:], enc, state)[:, -1, :].float().repeat_interleave(k, dim=0)
-            if shared:
-                state.expand_beams(k)
-            else:
-                state.reorder(expand)
-                enc = enc.index_select(expand)
+            # The beams of a sentence are identical before the first token: decode and rank one row per
+            # sentence (its cross-attention keys/values are computed once), then expand the state to k rows.
+            logits = model.decode(tokens[::k, -1:], enc, state)[:, -1, :].float()
         else:
             logits = model.decode(tokens[:, -1:], enc, state)[:, -1, :].float()
         vocab = logits.size(-1)
         lprobs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: no new [N, V] tensor per step
-        force = None
-        if step > 0 and step >= int(maxlen_cpu.min()):
+        lprobs.index_fill_(1, never_first if step == 0 else never, NEG_INF)
+        if step > 0 and step >= first_capped:
+            # at its length cap a sentence's rows may only end: EOS keeps its score, the others are masked
             force = (maxlen <= step).repeat_interleave(k)
-        _mask_specials(lprobs, step, pad, bos, eos, force)
+            eos_col = lprobs[:, eos].clone()
+            lprobs.masked_fill_(force[:, None], NEG_INF)
+            lprobs[:, eos] = eos_col
 
         # The best 2k of a sentence's k*V candidates are among the best 2k of each beam's row (a row's
         # candidates share its score): rank rows first, then the k*2k survivors, not all k*V.
         per_row = min(2 * k, vocab)
         row_lp, row_tok = row_topk(lprobs, per_row)
-        n_cand = min(2 * k, k * per_row)
-        cand_scores, cand_idx = (row_lp + scores[:, None]).view(n_act, k * per_row).topk(n_cand, dim=1)
-        cand_beam = torch.div(cand_idx, per_row, rounding_mode="floor")
-        cand_tok = row_tok.view(n_act, k * per_row).gather(1, cand_idx)
+        if step == 0:  # one row per sentence, score 0; EOS cannot come first
+            n_cand = per_row
+            cand_scores, cand_tok = row_lp, row_tok
+            cand_beam = torch.zeros_like(row_tok)
+        else:
+            n_cand = min(2 * k, k * per_row)
+            cand_scores, cand_idx = (row_lp + scores[:, None]).view(n_act, k * per_row).topk(n_cand, dim=1)
+            cand_beam = torch.div(cand_idx, per_row, rounding_mode="floor")
+            cand_tok = row_tok.view(n_act, k * per_row).gather(1, cand_idx)
         cand_eos = cand_tok.eq(eos)
-        row_base = torch.arange(n_act, device=device)[:, None] * k
+        row_base = row_base_all[:n_act]
 
         # Finalise EOS candidates among the best k (fairseq), first come first served, at most k per sentence.
         top_scores = cand_scores[:, :k]
         fin_mask = cand_eos[:, :k] & top_scores.gt(NEG_INF)
-        count = fin_count.index_select(0, sent)
-        slot = count[:, None] + fin_mask.long().cumsum(dim=1) - 1
-        accept = fin_mask & slot.lt(k)
-        slot = torch.where(accept, slot, torch.full_like(slot, k))
-        sent_rows = sent[:, None].expand(-1, k)
-        if step > 0:
-            prefix = tokens.index_select(0, (row_base + cand_beam[:, :k]).view(-1))[:, 1:]
-            fin_tokens[sent_rows.reshape(-1), slot.view(-1), :step] = prefix
-        fin_len[sent_rows, slot] = step
-        fin_scores[sent_rows, slot] = top_scores / float(step + 1) ** lenpen
-        count = count + accept.sum(dim=1)
-        fin_count.index_copy_(0, sent, count)
-        done = count.ge(k) | maxlen.le(step)
+        if not check or bool(fin_mask.any()):
+            count = fin_count.index_select(0, sent)
+            slot = count[:, None] + fin_mask.long().cumsum(dim=1) - 1
+            accept = fin_mask & slot.lt(k)
+            slot = torch.where(accept, slot, torch.full_like(slot, k))
+            sent_rows = sent[:, None].expand(-1, k)
+            if step > 0:
+                prefix = tokens.index_select(0, (row_base + cand_beam[:, :k]).view(-1))[:, 1:]
+                fin_tokens[sent_rows.reshape(-1), slot.view(-1), :step] = prefix
+            fin_len[sent_rows, slot] = step
+            fin_scores[sent_rows, slot] = top_scores / float(step + 1) ** lenpen
+            count = count + accept.sum(dim=1)
+            fin_count.index_copy_(0, sent, count)
+            done = count.ge(k)
+            if step >= first_capped:
+                done |= maxlen.le(step)
+        else:  # nothing finished: only the length cap ends a sentence
+            done = maxlen.le(step) if step >= first_capped else None
 
         # The next beams: the best k candidates that do not end in EOS.
-        order = cand_eos.long() * n_cand + torch.arange(n_cand, device=device)
-        pick = order.topk(k, dim=1, largest=False).indices
-        new_scores = cand_scores.gather(1, pick).masked_fill(cand_eos.gather(1, pick), NEG_INF)
-        new_tok = cand_tok.gather(1, pick)
-        rows = row_base + cand_beam.gather(1, pick)
+        if check and not bool(cand_eos.any()):
+            new_scores, new_tok, rows = top_scores, cand_tok[:, :k], row_base + cand_beam[:, :k]
+        else:
+            order = cand_eos.long() * n_cand + torch.arange(n_cand, device=device)
+            pick = order.topk(k, dim=1, largest=False).indices
+            new_scores = cand_scores.gather(1, pick).masked_fill(cand_eos.gather(1, pick), NEG_INF)
+            new_tok = cand_tok.gather(1, pick)
+            rows = row_base + cand_beam.gather(1, pick)
 
-        done_cpu = done.cpu()  # the one host sync per step
-        if bool(done_cpu.all()):
+        done_cpu = None if done is None else done.cpu()  # the one host sync per step
+        if done_cpu is not None and bool(done_cpu.all()):
             break
-        if bool(done_cpu.any()):
+        if step == 0:
+            # every row of a sentence holds the same state: expanding it is the reorder (no sentence ends at
+            # step 0: no EOS is allowed and every cap is at least 1)
+            if shared:
+                state.expand_beams(k)
+            else:
+                state.reorder(expand)
+                enc = enc.index_select(expand)
+            rows = rows.view(-1)
+        elif done_cpu is not None and bool(done_cpu.any()):
             keep_cpu = (~done_cpu).nonzero().squeeze(1)
             keep = keep_cpu.to(device)
             rows, new_tok, new_scores = rows[keep].view(-1), new_tok[keep], new_scores[keep]
@@ -255,8 +279,8 @@ def beam_search(
         else:
             rows = rows.view(-1)
             reorder_within_sentences(state, rows)
-        tokens = torch.cat([tokens.index_select(0, rows), new_tok.view(-1, 1)], dim=1)
-        scores = new_scores.view(-1)
+        tokens = torch.cat([tokens.index_select(0, rows), new_tok.reshape(-1, 1)], dim=1)
+        scores = new_scores.reshape(-1)
 
     return _collect(fin_tokens[:, :k].cpu(), fin_len[:, :k].cpu(), fin_scores[:, :k].cpu(), nbest)
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ikd.errors import IkdError
 from ikd.model.generator import Generator, Shape, masked_mean
-from ikd.model.transformer import Decoder, DecoderState, Embeddings, Encoder
+from ikd.model.transformer import Decoder, DecoderState, Dense, Embeddings, Encoder, StepLinears, packable
 from ikd.recipe import ModelConfig
 
 TEXT_FEATURES = ("embedding", "dropout")
@@ -174,7 +174,11 @@ class TranslationModel(nn.Module):
         (search) projects to the vocabulary in fp32 even under autocast: bf16 logits would tie close candidates
         and make GPU translations differ from fp32 ones."""
         start = 0 if state is None else state.length
+        if state is not None and state.linears is None and tgt_in.size(1) == 1 and not self.training:
+            state.linears, state.output = self._step_weights(packable(self.embed.weight))
         x = self.decoder(self.embed(tgt_in, start), enc.states, enc.pad_mask, state)
+        if state is not None and state.output is not None and x.size(1) == 1:
+            return state.output(x.view(x.size(0), x.size(2))).view(x.size(0), 1, -1)
         amp = state is not None and torch.is_autocast_enabled(x.device.type)
         out = None
         if state is not None and state.reuse_logits:
@@ -184,6 +188,19 @@ class TranslationModel(nn.Module):
             return self.embed.logits(x, out)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.embed.logits(x.float(), out)
+
+    def _step_weights(self, pack: bool) -> tuple[list[StepLinears], Dense | None]:
+        """The decoder layers' and the output projection's linear maps for one-token steps, prepacked for oneDNN
+        when `pack` (the output projection is used only then: otherwise `decode` keeps its own path, fp32
+        logits under autocast included). Built once, and again when a weight has changed since (training
+        between searches)."""
+        key = (pack, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        if getattr(self, "_step_key", None) != key:
+            with torch.no_grad():
+                output = Dense(self.embed.weight, None, pack) if pack else None
+                self._step_cache = (self.decoder.step_linears(pack), output)
+            self._step_key = key
+        return self._step_cache
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> tuple[Tensor, EncoderOutput]:
         """Teacher-forced pass: src [B, T], tgt_in [B, U] -> (logits [B, U, V], the encoder output with m)."""
