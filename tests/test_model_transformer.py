@@ -265,3 +265,30 @@ def test_prepacked_step_weights_follow_weight_updates() -> None:
         full = model.decode(tgt[:, :3], enc)
     assert not torch.allclose(before, after, atol=1e-3)
     assert torch.allclose(after, full, atol=1e-5)
+
+
+def test_step_weights_are_prepared_again_after_a_fused_adam_update() -> None:
+    """Fused Adam updates the weights in place without bumping their version counters: validation during
+    training must not search with the weights of an earlier epoch."""
+    model = build_model(tiny_recipe(), 40)
+    src, tgt = batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+
+    def steps() -> torch.Tensor:
+        with torch.no_grad():
+            enc = model.encode(src)
+            state = model.new_decoder_state()
+            return torch.cat([model.decode(tgt[:, i : i + 1], enc, state) for i in range(3)], dim=1), enc
+
+    model.eval()
+    steps()  # prepares the step weights
+    model.train()
+    logits, _ = model(src, tgt)
+    logits.float().logsumexp(-1).mean().backward()
+    optimizer.step()
+    model.eval()
+    model.forget_step_weights()
+    after, enc = steps()
+    with torch.no_grad():
+        full = model.decode(tgt[:, :3], enc)
+    assert torch.allclose(after, full, atol=1e-5)

@@ -202,6 +202,11 @@ class TranslationModel(nn.Module):
             self._step_key = key
         return self._step_cache
 
+    def forget_step_weights(self) -> None:
+        """Drop the prepared step weights, so that the next search prepares them from today's weights: needed
+        after an optimiser update that does not bump the parameters' version counters (fused Adam)."""
+        self._step_key = None
+
     def forward(self, src: Tensor, tgt_in: Tensor) -> tuple[Tensor, EncoderOutput]:
         """Teacher-forced pass: src [B, T], tgt_in [B, U] -> (logits [B, U, V], the encoder output with m)."""
         enc = self.encode(src)

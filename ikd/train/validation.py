@@ -68,6 +68,7 @@ def validation_bleu(
     with tokenize=none (the paper's multi-bleu-style number)."""
     translator, split, vocab = model.translator, data.valid, data.vocab
     translator.eval()
+    translator.forget_step_weights()  # the optimiser's fused in-place update leaves the weights' versions as they were
     loaded = Loaded(translator, vocab, None, recipe, recipe.data.src, recipe.data.tgt, out, device, dtype)
     a, b = VALID_MAX_LEN
     search = Translator(loaded, SearchOptions(beam=recipe.train.valid_beam, max_len_a=a, max_len_b=b))
