@@ -24,7 +24,7 @@ from ikd.commands import (
     train,
     translate,
 )
-from ikd.errors import IkdError
+from ikd.errors import IkdError, Terminated
 from ikd.fileio import os_error_message
 
 
@@ -114,7 +114,7 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. IkdError and OSError become a one-line message on stderr and exit status 1; Ctrl-C
-    exits 130 with one line.
+    exits 130 with one line, SIGTERM during training 143 with one line.
 
     With `argv` (tests) the exit status is returned; as the console script the process exits with it.
     """
@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ikd: interrupted", file=sys.stderr)
         code = 130
+    except Terminated as e:  # SIGTERM while training (Slurm's preemption): what is kept and how to go on
+        print(f"ikd: {e}", file=sys.stderr, flush=True)
+        code = 143
     except IkdError as e:
         _error(str(e))
         code = 1

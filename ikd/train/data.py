@@ -18,6 +18,7 @@ from ikd.errors import IkdError
 from ikd.fileio import read_lines
 from ikd.recipe import Recipe
 from ikd.train.distributed import DistInfo, shard
+from ikd.train.signals import ignore_sigterm
 
 
 def needs_images(recipe: Recipe) -> bool:
@@ -149,6 +150,7 @@ def make_loader(
         pin_memory=pin_memory,
         prefetch_factor=4 if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=ignore_sigterm if num_workers > 0 else None,
     )
 
 

@@ -29,6 +29,8 @@ from ikd.errors import IkdError
 LOCK = ".lock"
 # Locks this process holds, by path, with how many holders: `ikd experiment` holds a run's lock and trains in it
 _HELD: dict[Path, tuple[Holder, int]] = {}
+# link(2) errors of a file system without hard links (then O_EXCL creation is used)
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class RunLock:
             except OSError as e:
                 if os.stat(tmp).st_nlink == 2:  # NFS: the link was made, its reply was lost
                     return True
-                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                if e.errno not in _NO_LINKS:
                     raise
             try:  # a file system without hard links
                 with open(self.path, "x", encoding="utf-8") as f:

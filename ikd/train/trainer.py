@@ -15,7 +15,7 @@ from torch import nn
 
 from ikd.checkpoint import FORMAT_1, load_checkpoint
 from ikd.device import resolve_device
-from ikd.errors import IkdError
+from ikd.errors import IkdError, Terminated
 from ikd.fileio import atomic_write_text, os_error_message
 from ikd.recipe import Recipe, dump_recipe
 from ikd.train import distributed as dist
@@ -28,6 +28,7 @@ from ikd.train.optimizer_state import format_1_names
 from ikd.train.progress import EpochMeter, epoch_line, progress_bar, show_window
 from ikd.train.resume import resumed_recipe
 from ikd.train.rng import rng_state, seed_everything, set_rng_state
+from ikd.train.signals import SigtermGuard
 from ikd.train.step import Stepper
 from ikd.train.validation import validation_bleu, validation_loss
 
@@ -93,6 +94,8 @@ class Trainer:
         self._report = report or (lambda msg: print(msg, flush=True))
         self.lock: RunLock | None = None
         self.saved_epoch = 0  # the epoch of OUT/checkpoint_last.pt (0: none yet)
+        self.sigterm = SigtermGuard()
+        self.running_epoch = 0  # the epoch being trained or validated (0: none yet)
 
     def report(self, msg: str) -> None:
         if self.info.is_main:
@@ -232,11 +235,17 @@ class Trainer:
             },
         }
 
-    def _kept(self) -> str:
-        """What a failed write leaves, and how to go on."""
+    def _kept(self, advice: str = "continue") -> str:
+        """What a run that stops now leaves, and how to go on."""
         if not self.saved_epoch:
             return "no checkpoint of this run was written yet"
-        return f"{self.out / LAST} (epoch {self.saved_epoch}) is kept: make room and continue with ikd train --resume"
+        return f"{self.out / LAST} (epoch {self.saved_epoch}) is kept: {advice} with ikd train --resume"
+
+    def stopped_by_sigterm(self) -> Terminated:
+        """The one line of a run stopped by SIGTERM: where it was, what is kept."""
+        updates = self.stepper.updates if hasattr(self, "stepper") else 0
+        where = f" at update {updates} (epoch {self.running_epoch})" if updates and self.running_epoch else ""
+        return Terminated(f"stopped by SIGTERM{where}; {self._kept()}")
 
     # ---- validation --------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -337,10 +346,11 @@ class Trainer:
         if self.info.is_main:
             self.lock.check()
             try:
-                self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
+                with self.sigterm.deferred():  # a checkpoint begun is finished
+                    self.ckpt.save_epoch(self.payload(rng_ranks), epoch, best=improved)
+                    self.saved_epoch = epoch
             except OSError as e:  # a full disk, a quota: the earlier checkpoints are whole (atomic writes)
-                raise IkdError(f"{os_error_message(e)}; {self._kept()}") from None
-            self.saved_epoch = epoch
+                raise IkdError(f"{os_error_message(e)}; {self._kept('make room and continue')}") from None
         dist.barrier(self.info)
         rates = meter.epoch_rates(train_time)
         self.log.write(
@@ -375,7 +385,7 @@ class Trainer:
         elif t.patience > 0 and self.bad_epochs >= t.patience:
             stopped = "patience"
         while stopped == "max_epochs" and self.epoch < t.max_epochs:
-            epoch = self.epoch + 1
+            epoch = self.running_epoch = self.epoch + 1
             meter, train_time, reached_max = self._train_epoch(epoch)
             if reached_max:
                 stopped = "max_updates"
@@ -386,9 +396,10 @@ class Trainer:
         if self.info.is_main and t.average_last > 0 and epoch_checkpoints(self.out):
             self.lock.check()
             try:
-                average = average_checkpoints(self.out, t.average_last)
+                with self.sigterm.deferred():
+                    average = average_checkpoints(self.out, t.average_last)
             except OSError as e:
-                raise IkdError(f"{os_error_message(e)}; {self._kept()}") from None
+                raise IkdError(f"{os_error_message(e)}; {self._kept('make room and continue')}") from None
             self.report(
                 f"averaged the last {min(t.average_last, len(epoch_checkpoints(self.out)))} epoch "
                 f"checkpoints into {average}"
@@ -411,7 +422,11 @@ def train(
     """Train per `recipe` into `out` (default recipe.train.out). Under torchrun, one process per device."""
     trainer = Trainer(recipe, Path(out or recipe.train.out), device, resume, recipe_source, progress, report)
     try:
-        return trainer.run()
+        with trainer.sigterm.installed():
+            try:
+                return trainer.run()
+            except Terminated:
+                raise trainer.stopped_by_sigterm() from None
     finally:
         trainer.release_lock()
         dist.shutdown(trainer.info)
