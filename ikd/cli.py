@@ -5,6 +5,7 @@ use inside their functions."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as e:  # SIGTERM while training (Slurm's preemption): what is kept and how to go on
         print(f"ikd: {e}", file=sys.stderr, flush=True)
         code = 143
+        if argv is None:  # the run is saved and its lock released; skip the interpreter's shutdown, where
+            sys.stdout.flush()  # multiprocessing's helper threads print tracebacks once their peers are gone
+            os._exit(code)
     except IkdError as e:
         _error(str(e))
         code = 1
