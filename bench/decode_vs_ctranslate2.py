@@ -23,6 +23,9 @@ updates on Multi30K EN-DE from ../shared/data/multi30k or $IKD_TEST_DATA/multi30
 --work): a weak but real model whose outputs end by themselves (random weights never emit EOS, which makes both
 decoders run to the cap).
 
+The IKD model: the same search on the IKD-MMT architecture (generator and 49 pseudo-tokens), timed beside the
+text-only model; see ikd_model_speed.
+
 Streaming: `ikd translate --bpe` with a tiny random model (greedy, outputs capped at 3 tokens) on 20k and 200k
 input lines; the child's peak RSS (getrusage) should not grow with the input, and its first output lines must
 arrive long before it ends (the output is written chunk by chunk).
@@ -31,6 +34,7 @@ arrive long before it ends (the output is written chunk by chunk).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import subprocess
@@ -162,6 +166,58 @@ def decoding(args) -> None:
             flush=True,
         )
         del translator
+    ikd_model_speed(ckpt, loaded, items, args.repeats)
+
+
+def ikd_model_speed(ckpt: Path, text: object, items: list[list[int]], repeats: int) -> None:
+    """ikd's search on the IKD-MMT architecture (recipes/en-de.yaml: ResNet-50's 2048x7x7 m, 49 pseudo-tokens
+    appended to the encoder input, text queries), with the text-only checkpoint's translator weights and a seeded
+    random generator whose pseudo-token projection is zeroed: the cost of the IKD model's search (generator,
+    longer encoder states for cross-attention), not its translations. CTranslate2 cannot run this model."""
+    from ikd.checkpoint import load_checkpoint, save_checkpoint
+    from ikd.inference.loading import load_for_inference
+    from ikd.model import build_translator
+    from ikd.model.distiller import teacher_feature_shape
+    from ikd.recipe import load_recipe
+
+    ikd_recipe = load_recipe(REPO / "recipes" / "en-de.yaml")
+    recipe = copy.deepcopy(text.recipe)
+    recipe.model.text_only = False
+    for key in ("kv_source", "token_layout", "text_queries"):
+        setattr(recipe.model, key, getattr(ikd_recipe.model, key))
+    recipe.vision = ikd_recipe.vision
+    shape = teacher_feature_shape(recipe.vision)
+    torch.manual_seed(0)
+    model = build_translator(recipe.model, len(text.vocab), text.vocab.pad, shape)
+    payload = load_checkpoint(ckpt)
+    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    assert not unexpected and all(k.startswith(("generator.", "pseudo_tokens.")) for k in missing), missing
+    with torch.no_grad():
+        model.pseudo_tokens.proj.weight.zero_()
+        model.pseudo_tokens.proj.bias.zero_()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ikd.pt"
+        keep = {k: payload[k] for k in ("vocab", "bpe_codes", "src", "tgt") if k in payload}
+        save_checkpoint({**keep, "model": model.state_dict(), "recipe": recipe.to_dict(), "feature_shape": shape,
+                         "epoch": 0, "updates": 0}, path)
+        ikd = load_for_inference(path, "cpu")
+    print(f"\n# the IKD-MMT architecture ({shape[1] * shape[2]} pseudo-tokens, generator "
+          f"{sum(p.numel() for p in ikd.model.generator.parameters()) / 1e6:.1f}M parameters) with the text-only "
+          "translator's weights; CTranslate2 cannot run it")
+    print("| beam | threads | IKD model sentences/s | text-only model sentences/s | IKD / text-only | "
+          "output tokens, mean / max |")
+    print("|---|---|---|---|---|---|", flush=True)
+    for beam, threads in SETTINGS:
+        torch.set_num_threads(threads)
+        time_ikd(ikd, items[:BATCH], beam)
+        best_ikd = best_text = float("inf")
+        for _ in range(repeats):
+            t, ours = time_ikd(ikd, items, beam)
+            best_ikd = min(best_ikd, t)
+            best_text = min(best_text, time_ikd(text, items, beam)[0])
+        n = len(items)
+        print(f"| {beam} | {threads} | {n / best_ikd:.1f} | {n / best_text:.1f} | {best_text / best_ikd:.2f}x | "
+              f"{sum(map(len, ours)) / n:.1f} / {max(map(len, ours))} |", flush=True)
 
 
 def agreement(args) -> None:

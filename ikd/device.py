@@ -79,8 +79,9 @@ def keep_freed_host_memory() -> bool:
     """Let glibc's malloc serve large tensors from memory it keeps, instead of mapping fresh pages for each
     one and unmapping them when freed: a training step allocates its [tokens, V] logits and their gradient
     (tens of MB) anew every update, and on a CPU the page faults of fresh pages cost more than the arithmetic
-    on them (a 35 MB zero-fill: 26 ms with fresh pages, 3.5 ms with kept ones). The price is that the
-    process keeps its peak memory until it exits. Returns whether it took effect (glibc on Linux only)."""
+    on them (a 35 MB zero-fill: 26 ms with fresh pages, 3.5 ms with kept ones). Beam search on a CPU gains
+    as well (Test2016, beam 5, one thread: 290k page faults down to 58k, decoding 8-10% faster). The price is
+    that the process keeps its peak memory until it exits. Returns whether it took effect (glibc on Linux only)."""
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -292,3 +292,48 @@ def test_step_weights_are_prepared_again_after_a_fused_adam_update() -> None:
     with torch.no_grad():
         full = model.decode(tgt[:, :3], enc)
     assert torch.allclose(after, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("keys", [1, 5, 15, 16, 40])
+def test_short_row_softmax_equals_torch_softmax(keys: int) -> None:
+    from ikd.model.transformer import softmax_last
+
+    g = torch.Generator().manual_seed(keys)
+    scores = torch.randn(6, 3, keys, generator=g) * 8
+    if keys > 2:
+        scores[:, :, keys // 2 :] = float("-inf")  # masked keys (padding, the positions not yet decoded)
+    expected = torch.softmax(scores, dim=-1)
+    got = softmax_last(scores.clone())
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    if keys > 2:
+        assert torch.all(got[:, :, keys // 2 :] == 0)
+
+
+def test_one_token_steps_through_growth_and_reorders_equal_full_decoding() -> None:
+    """Steps past PADDED_KEYS and past the first cache buffer, with the beam reorders of a search: rows
+    multiplied (more than allocated), then narrowed to few (the buffers are viewed smaller), then kept."""
+    from ikd.model.transformer import PADDED_KEYS
+
+    model = build_model(tiny_recipe(), 40).eval()
+    g = torch.Generator().manual_seed(3)
+    src, _ = batch()
+    steps = 2 * PADDED_KEYS + 3
+    tgt = torch.randint(4, 40, (3, steps), generator=g)
+    tgt[:, 0] = EOS
+    expand, narrow, swap = [0, 0, 1, 1, 2, 2, 2, 0, 1, 2, 2, 1], [11, 4], [1, 0]
+    reorders = {3: torch.tensor(expand), 9: torch.tensor(narrow), 20: torch.tensor(swap)}
+    rows = torch.arange(3)  # which source row each decoder row belongs to
+    history = tgt[:, :1]
+    with torch.no_grad():
+        state = model.new_decoder_state()
+        enc = model.encode(src)
+        for i in range(steps):
+            if i in reorders:
+                index = reorders[i]
+                state.reorder(index)
+                rows, history = rows[index], history[index]
+            out = model.decode(history[:, -1:], enc.index_select(rows), state)
+            ref = model.decode(history, model.encode(src[rows]))[:, -1:]
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+            history = torch.cat([history, tgt[rows % 3, i + 1 : i + 2] if i + 1 < steps else history[:, :1]], dim=1)
+    assert state.length == steps

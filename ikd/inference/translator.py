@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ikd.data.text import detokenize, remove_bpe
+from ikd.device import keep_freed_host_memory
 from ikd.errors import IkdError
 from ikd.inference.loading import Loaded
 from ikd.inference.search import Hypothesis, beam_search, capped_beam, greedy_search
@@ -203,6 +204,8 @@ class Translator:
         lo, opt = self.loaded, self.options
         vocab = lo.vocab
         out: list[list[Hypothesis]] = [[] for _ in items]
+        if lo.device.type == "cpu":
+            keep_freed_host_memory()  # the search's large per-step tensors (logits, caches)
         with torch.no_grad(), lo.autocast():
             for batch in self.batches([len(x) for x in items]):
                 width = max(len(items[i]) for i in batch)
