@@ -6,13 +6,15 @@
     .venv/bin/python bench/decode_vs_ctranslate2.py --checkpoint CKPT --source data/toy/text/test.en --agreement
                                                      # only the share of identical 1-best lines, per option set
 
-Decoding: the 1,000 source sentences of test_2016_flickr (Multi30K's tokenised English, BPE'd with the
-checkpoint's codes), a text-only checkpoint exported with `ikd export --format ctranslate2` (float32), the same
-beam size, length penalty 1 and length cap 200 on both sides, batches of 128 sentences sorted by length on both
-sides. Only decoding is timed (ids in, ids out: no BPE, no file reading), best of --repeats runs, ikd and
-CTranslate2 interleaved so that both see the same machine load. "identical" counts the sentences whose 1-best
-token sequences are equal: the two searches are not the same (ikd.export.ctranslate2.translate_options says
-where), so it is a measured share, not a check. Settings: beam 5 with 1 thread, beam 1 and beam 5 with 2 threads.
+Decoding: the 1,000 source sentences of test_2016_flickr (Multi30K's tokenised English, BPE'd with the checkpoint's
+codes), a text-only checkpoint exported with `ikd export --format ctranslate2` (float32), the same beam size,
+length penalty 1 and length cap 200 on both sides, batches of 128 sentences sorted by length on both sides. Only
+decoding is timed (ids in, ids out: no BPE, no file reading), best of --repeats runs, ikd and CTranslate2
+interleaved so that both see the same machine load; each CTranslate2 timing loads its translator afresh and frees
+it after, because a live one halves torch's speed at 2 threads on a 2-core machine. "identical" counts the
+sentences whose 1-best token sequences are equal: the two searches are not the same
+(ikd.export.ctranslate2.translate_options says where), so it is a measured share, not a check. Settings: beam 5
+with 1 thread, beam 1 and beam 5 with 2 threads.
 
 --agreement: no timing; beam 5 on --source (tokenised text, BPE'd with the checkpoint's codes), ikd against
 CTranslate2 with translate_options and with the alternatives it was chosen over, the share of identical 1-best
@@ -149,15 +151,18 @@ def decoding(args) -> None:
     print("|---|---|---|---|---|---|---|", flush=True)
     for beam, threads in SETTINGS:
         torch.set_num_threads(threads)
-        translator = ctranslate2.Translator(str(ct2_dir), device="cpu", intra_threads=threads, inter_threads=1)
         time_ikd(loaded, items[:BATCH], beam)  # warm-up
-        time_ct2(translator, tokens[:BATCH], vocab.index, beam)
         best_ikd = best_ct2 = float("inf")
         for _ in range(args.repeats):
             t, ours = time_ikd(loaded, items, beam)
             best_ikd = min(best_ikd, t)
+            # A live CTranslate2 translator halves torch's speed at 2 threads on a 2-core machine (measured:
+            # CTranslate2 itself is as fast with torch loaded as without), so ikd is timed with none alive.
+            translator = ctranslate2.Translator(str(ct2_dir), device="cpu", intra_threads=threads, inter_threads=1)
+            time_ct2(translator, tokens[:BATCH], vocab.index, beam)  # warm-up
             t, theirs = time_ct2(translator, tokens, vocab.index, beam)
             best_ct2 = min(best_ct2, t)
+            del translator
         same = sum(a == b for a, b in zip(ours, theirs))
         n = len(items)
         print(
@@ -165,7 +170,6 @@ def decoding(args) -> None:
             f"{same}/{n} ({100 * same / n:.1f}%) | {sum(map(len, ours)) / n:.1f} / {max(map(len, ours))} |",
             flush=True,
         )
-        del translator
     ikd_model_speed(ckpt, loaded, items, args.repeats)
 
 

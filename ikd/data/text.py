@@ -10,7 +10,12 @@ from __future__ import annotations
 import functools
 import re
 
-from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
+from ikd.data.moses_import import import_sacremoses
+
+_sacremoses = import_sacremoses()
+MosesDetokenizer = _sacremoses.MosesDetokenizer
+MosesPunctNormalizer = _sacremoses.MosesPunctNormalizer
+MosesTokenizer = _sacremoses.MosesTokenizer
 
 MASK = "[U]"
 _BPE_RE = re.compile(r"@@( |$)")
