@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,3 +106,35 @@ def test_sigterm_exits_143_in_one_line_and_resume_ends_as_uninterrupted(referenc
         assert (a["epoch"], a["updates"], a["valid_ce"]) == (b["epoch"], b["updates"], b["valid_ce"])
     average = load_checkpoint(run / "checkpoint_average.pt")
     assert average["averaged_epochs"] == [2, 3]
+
+
+def _thread_failure(exc: BaseException, filename: str):
+    """What threading.excepthook receives when `exc` is raised in code of `filename` in another thread."""
+    namespace: dict = {}
+    exec(compile("def serve(exc):\n    raise exc\n", filename, "exec"), namespace)  # noqa: S102
+    seen = []
+    previous = threading.excepthook
+    threading.excepthook = seen.append
+    try:
+        worker = threading.Thread(target=namespace["serve"], args=(exc,))
+        worker.start()
+        worker.join()
+    finally:
+        threading.excepthook = previous
+    return seen[0]
+
+
+def test_descriptor_sharer_resets_are_quiet_and_other_thread_errors_are_not(monkeypatch):
+    from ikd.train.signals import quiet_descriptor_sharer_resets
+
+    shown = []
+    monkeypatch.setattr(threading, "excepthook", shown.append)
+    quiet_descriptor_sharer_resets()
+    quiet_descriptor_sharer_resets()  # once only: a second call wraps nothing more
+    sharer = "/usr/lib/python3.11/multiprocessing/resource_sharer.py"
+    reset = _thread_failure(ConnectionResetError(104, "Connection reset by peer"), sharer)
+    other_error = _thread_failure(ValueError("a bug"), sharer)
+    other_thread = _thread_failure(ConnectionResetError(104, "reset"), "/srv/app/server.py")
+    for failure in (reset, other_error, other_thread):
+        threading.excepthook(failure)
+    assert shown == [other_error, other_thread]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import PurePath
 
 from ikd.errors import Terminated
 
@@ -32,6 +33,7 @@ class SigtermGuard:
             yield self
             return
         previous = signal.signal(signal.SIGTERM, self._handle)
+        quiet_descriptor_sharer_resets()
         try:
             yield self
         finally:
@@ -54,3 +56,33 @@ def ignore_sigterm(_worker_id: int = 0) -> None:
     """DataLoader worker_init_fn: Slurm signals every process of the job; the training process stops its workers
     itself, and a worker dying first would turn the stop into a DataLoader error."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+_PEER_GONE = (ConnectionResetError, BrokenPipeError, EOFError)
+
+
+def _from_descriptor_sharer(tb) -> bool:  # noqa: ANN001 (a traceback)
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if PurePath(code.co_filename).parts[-2:] == ("multiprocessing", "resource_sharer.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def quiet_descriptor_sharer_resets() -> None:
+    """Drop the tracebacks of multiprocessing's descriptor-sharing thread when a DataLoader worker it was
+    serving is gone (connection reset), which happens when training stops on SIGTERM: the one line says what
+    happened, and a worker lost during training raises its own error in the main thread. Process-wide, as that
+    thread can fail after the training block has ended; other threads' errors print as before."""
+    previous: Callable = threading.excepthook
+    if getattr(previous, "ikd_quiet_sharer", False):
+        return
+
+    def hook(args) -> None:  # noqa: ANN001 (threading.ExceptHookArgs)
+        if issubclass(args.exc_type, _PEER_GONE) and _from_descriptor_sharer(args.exc_traceback):
+            return
+        previous(args)
+
+    hook.ikd_quiet_sharer = True
+    threading.excepthook = hook
