@@ -2,9 +2,9 @@
 
 sacremoses builds its tokeniser's regular expressions at import, with Unicode categories spelled out as
 classes of 10,000-22,000 literal characters (`[0123...abc...]`). Python's regex parser reads such a class a
-character at a time in Python code, which makes `import sacremoses` cost about 0.2 s, a sixth of
-`ikd translate`'s start-up. The same class written as ranges (`[0-9A-Za-z...]`, a few hundred of them)
-matches exactly the same characters and parses in a millisecond. While sacremoses is imported,
+character at a time in Python code: about half of `import sacremoses`'s 0.16 s (measured on a 2-core Xeon).
+The same class written as ranges (`[0-9A-Za-z...]`, a few hundred of them) matches exactly the same characters
+and parses far faster; with the rewrite the import takes about 0.08 s. While sacremoses is imported,
 `re.compile` rewrites long plain classes that way; any class with another construct is left as it is.
 """
 
@@ -20,9 +20,9 @@ LONG_CLASS = 256  # classes shorter than this are left verbatim; only sacremoses
 _CLASS_ESCAPES = set("sSdDwW")  # kept verbatim: they stand for sets, not for one character
 _CLASS_SPECIAL = set("\\]-[^&~|")  # escaped when spelled out (the last three: set operations to come)
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_INLINE_IGNORECASE = re.compile(r"\(\?[a-zA-Z-]*i")
 # An escape (skipped, so that `\[` opens no class) or a class: `[`, optional `^`, body (a leading `]` is
 # literal), `]`.
-_INLINE_IGNORECASE = re.compile(r"\(\?[a-zA-Z-]*i")
 _ESCAPE_OR_CLASS = re.compile(r"\\.|\[(\^?)(\]?(?:\\.|[^\\\]])*)\]", re.DOTALL)
 
 
@@ -98,7 +98,7 @@ def _compile_with_ranged_classes() -> Iterator[None]:
 
 
 def import_sacremoses() -> ModuleType:
-    """`import sacremoses`, a fifth of a second sooner (see the module docstring)."""
+    """`import sacremoses`, about 0.08 s sooner (see the module docstring)."""
     with _compile_with_ranged_classes():
         import sacremoses
     return sacremoses
